@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // Real-process tests spawn nodes and bind ports; files run in parallel workers,
+    // so every test picks free ports itself.
+    pool: 'forks',
+  },
+});
