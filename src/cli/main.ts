@@ -1,0 +1,204 @@
+#!/usr/bin/env node
+// ringkv: the daemon (`serve`, `local`) and its command-line client.
+
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { call, encodeKey, endpointsFrom, errorOf, UnreachableError, type Reply } from './http-client.js';
+
+/** Exit codes: stable, documented in docs/cli.md. */
+export const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
+
+class UsageError extends Error {}
+
+const USAGE = `ringkv — a replicated, partitioned key-value store
+
+Usage:
+  ringkv serve --config FILE [--log-format json|pretty] [--log-level LEVEL]
+  ringkv local [--nodes N] [--base-port PORT] [--data DIR]   run N local nodes (127.0.0.1)
+  ringkv put KEY [VALUE]          store VALUE (or stdin when VALUE is omitted or -)
+        [--if-match VERSION] [--create-only]
+  ringkv get KEY [--stale]        print the value
+  ringkv del KEY [--if-match VERSION]
+  ringkv cas KEY VERSION VALUE    put only if the current version is VERSION
+  ringkv list [--prefix P] [--limit N] [--all]
+  ringkv bench [options]          load generator (see ringkv bench --help)
+
+Client options:
+  --endpoints URL[,URL...]        nodes to talk to (env RINGKV_ENDPOINTS; default http://127.0.0.1:7379)
+  --json                          machine-readable output
+  --timeout-ms N                  per-request timeout (default 10000)
+  --token TOKEN                   bearer token (env RINGKV_TOKEN)
+
+Exit codes: 0 ok, 1 the request failed (not found, precondition failed, ...), 2 usage, 3 no endpoint reachable.`;
+
+const CLIENT_OPTIONS = {
+  endpoints: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  'timeout-ms': { type: 'string' },
+  token: { type: 'string' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const satisfies ParseArgsConfig['options'];
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE + '\n');
+      return cmd === undefined ? EXIT.usage : EXIT.ok;
+    case 'serve':
+      return (await import('./serve.js')).serve(rest);
+    case 'local':
+      return (await import('./local.js')).local(rest);
+    case 'bench':
+      return (await import('./bench.js')).bench(rest);
+    case 'put':
+    case 'get':
+    case 'del':
+    case 'delete':
+    case 'cas':
+    case 'list':
+      return clientCommand(cmd, rest);
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
+  }
+}
+
+async function clientCommand(cmd: string, args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      ...CLIENT_OPTIONS,
+      'if-match': { type: 'string' },
+      'create-only': { type: 'boolean', default: false },
+      stale: { type: 'boolean', default: false },
+      prefix: { type: 'string', default: '' },
+      limit: { type: 'string' },
+      all: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return EXIT.ok;
+  }
+  const endpoints = endpointsFrom(values.endpoints);
+  const timeoutMs = values['timeout-ms'] === undefined ? 10_000 : positiveInt(values['timeout-ms'], '--timeout-ms');
+  const token = values.token ?? process.env.RINGKV_TOKEN;
+  const auth: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  const json = values.json;
+  const need = (n: number, names: string): string[] => {
+    if (positionals.length !== n) throw new UsageError(`${cmd} takes ${names}`);
+    return positionals;
+  };
+
+  switch (cmd) {
+    case 'put':
+    case 'cas': {
+      let key: string;
+      let value: Buffer;
+      const headers: Record<string, string> = { ...auth, 'content-type': 'application/octet-stream' };
+      if (cmd === 'cas') {
+        const [k, version, v] = need(3, 'KEY VERSION VALUE');
+        key = k!;
+        value = Buffer.from(v!);
+        headers['if-match'] = `"${version}"`;
+      } else {
+        if (positionals.length < 1 || positionals.length > 2) throw new UsageError('put takes KEY [VALUE]');
+        key = positionals[0]!;
+        const v = positionals[1];
+        value = v === undefined || v === '-' ? readFileSync(0) : Buffer.from(v);
+        if (values['if-match'] !== undefined) headers['if-match'] = `"${values['if-match']}"`;
+        if (values['create-only']) headers['if-none-match'] = '*';
+      }
+      const r = await call(endpoints, 'PUT', `/v1/kv/${encodeKey(key)}`, { body: value, headers, timeoutMs });
+      if (r.status >= 300) return failed(r, json);
+      const out = JSON.parse(r.body.toString('utf8')) as { key: string; version: string };
+      if (json) print({ ...out, created: r.status === 201, node: r.headers['x-ringkv-node'] });
+      else print(`${r.status === 201 ? 'created' : 'updated'} ${key} version ${out.version}`);
+      return EXIT.ok;
+    }
+    case 'get': {
+      const [key] = need(1, 'KEY');
+      const q = values.stale ? '?consistency=stale' : '';
+      const r = await call(endpoints, 'GET', `/v1/kv/${encodeKey(key!)}${q}`, { headers: auth, timeoutMs });
+      if (r.status >= 300) return failed(r, json);
+      const version = String(r.headers.etag ?? '').replace(/"/g, '');
+      if (json) {
+        const text = r.body.toString('utf8');
+        const isText = Buffer.from(text, 'utf8').equals(r.body);
+        print({ key, version, node: r.headers['x-ringkv-node'], ...(isText ? { value: text } : { valueBase64: r.body.toString('base64') }) });
+      } else {
+        process.stdout.write(r.body);
+        if (process.stdout.isTTY) process.stdout.write('\n');
+      }
+      return EXIT.ok;
+    }
+    case 'del':
+    case 'delete': {
+      const [key] = need(1, 'KEY');
+      const headers: Record<string, string> = { ...auth };
+      if (values['if-match'] !== undefined) headers['if-match'] = `"${values['if-match']}"`;
+      const r = await call(endpoints, 'DELETE', `/v1/kv/${encodeKey(key!)}`, { headers, timeoutMs });
+      if (r.status >= 300) return failed(r, json);
+      print(json ? { key, deleted: true } : `deleted ${key}`);
+      return EXIT.ok;
+    }
+    case 'list': {
+      need(0, 'no positional arguments');
+      let cursor: string | null = null;
+      const keys: string[] = [];
+      do {
+        const qs = new URLSearchParams({ prefix: values.prefix });
+        if (values.limit !== undefined) qs.set('limit', String(positiveInt(values.limit, '--limit')));
+        if (cursor !== null) qs.set('cursor', cursor);
+        const r = await call(endpoints, 'GET', `/v1/kv?${qs.toString()}`, { headers: auth, timeoutMs });
+        if (r.status >= 300) return failed(r, json);
+        const page = JSON.parse(r.body.toString('utf8')) as { keys: string[]; cursor: string | null };
+        if (json) keys.push(...page.keys);
+        else for (const k of page.keys) print(k);
+        cursor = page.cursor;
+      } while (values.all && cursor !== null);
+      if (json) print({ keys, cursor });
+      else if (cursor !== null) process.stderr.write(`(more keys follow; use --all, or --limit)\n`);
+      return EXIT.ok;
+    }
+  }
+  throw new UsageError(`unknown command ${cmd}`);
+}
+
+export function print(x: unknown): void {
+  process.stdout.write((typeof x === 'string' ? x : JSON.stringify(x)) + '\n');
+}
+
+export function failed(r: Reply, json: boolean): number {
+  const e = errorOf(r);
+  if (json) print({ error: e, status: r.status });
+  else process.stderr.write(`error: ${e.code} (${r.status}): ${e.message}\n`);
+  return EXIT.failed;
+}
+
+function positiveInt(s: string, name: string): number {
+  if (!/^\d+$/.test(s) || Number(s) < 1) throw new UsageError(`${name} must be a positive integer`);
+  return Number(s);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`ringkv: ${(e as Error).message}\nRun 'ringkv --help' for usage.\n`);
+      process.exitCode = EXIT.usage;
+    } else if (e instanceof UnreachableError) {
+      process.stderr.write(`ringkv: ${e.message}\n`);
+      process.exitCode = EXIT.unreachable;
+    } else {
+      process.stderr.write(`ringkv: ${(e as Error).stack ?? String(e)}\n`);
+      process.exitCode = EXIT.failed;
+    }
+  },
+);

@@ -1,0 +1,108 @@
+// The client API server: fastify with the kv, ops (health/metrics) and, later, cluster
+// route plugins. Everything that can be checked before work starts (limits, headers,
+// query parameters, auth) is checked here, at the edge.
+
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import type { KvService } from '../runtime/kv-service.js';
+import { ApiError } from './errors.js';
+import { kvRoutes } from './kv-routes.js';
+import type { Metrics } from './metrics.js';
+import { opsRoutes } from './ops-routes.js';
+import type { TokenTable } from './auth.js';
+import { authHook } from './auth.js';
+
+export interface ClientAppDeps {
+  readonly config: Config;
+  readonly nodeId: string;
+  readonly kv: KvService;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  readonly tokens: TokenTable | null;
+  /** Readiness: null when ready, else the reason. */
+  readonly notReadyReason: () => string | null;
+  /** Registers further route plugins (cluster, placement) on the same app. */
+  readonly extraRoutes?: (app: FastifyInstance) => void;
+}
+
+export function buildClientApp(deps: ClientAppDeps): FastifyInstance {
+  const { config } = deps;
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    // Per-request log lines cost more than the request at high rates; errors are still logged.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.limits.valueBytesMax,
+    // Keys are matched by a wildcard; a percent-encoded key may be 3x its byte length.
+    routerOptions: { maxParamLength: config.limits.keyBytesMax * 3 + 64 },
+    http: { maxHeaderSize: config.limits.headerBytesMax },
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    // The router rejects a URL that is not valid percent-encoding before any hook runs.
+    frameworkErrors: (err, req, reply) => {
+      sendError(toApiError(err, config, deps.logger, req), reply);
+    },
+  });
+
+  // Values are raw bytes whatever the Content-Type; nothing is parsed as JSON or forms.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  let inflight = 0;
+  app.addHook('onRequest', async (req) => {
+    if (++inflight > config.limits.inflightRequestsMax) {
+      throw new ApiError('unavailable', `more than ${config.limits.inflightRequestsMax} requests in progress`, 1);
+    }
+    (req as RequestWithStart).startNs = process.hrtime.bigint();
+  });
+  if (deps.tokens !== null) app.addHook('onRequest', authHook(deps.tokens));
+  app.addHook('onResponse', async (req, reply) => {
+    inflight--;
+    const route = req.routeOptions.url ?? 'unmatched';
+    deps.metrics.requests.inc({ route, method: req.method, code: String(reply.statusCode) });
+    const start = (req as RequestWithStart).startNs;
+    if (start !== undefined) {
+      deps.metrics.latency.observe({ route, method: req.method }, Number(process.hrtime.bigint() - start) / 1e9);
+    }
+  });
+
+  app.setErrorHandler((err: FastifyError | ApiError, req, reply) => sendError(toApiError(err, config, deps.logger, req), reply));
+  app.setNotFoundHandler((req, reply) =>
+    sendError(new ApiError('route_not_found', `no route ${req.method} ${req.url.split('?')[0]}`), reply),
+  );
+
+  app.register(opsRoutes, { metrics: deps.metrics, notReadyReason: deps.notReadyReason });
+  app.register(kvRoutes, { kv: deps.kv, config, nodeId: deps.nodeId });
+  deps.extraRoutes?.(app);
+  return app;
+}
+
+interface RequestWithStart extends FastifyRequest {
+  startNs?: bigint;
+}
+
+export function sendError(e: ApiError, reply: FastifyReply): FastifyReply {
+  if (e.retryAfterS !== undefined) reply.header('retry-after', String(e.retryAfterS));
+  return reply.code(e.status).type('application/json').send(e.toJSON());
+}
+
+/** Maps fastify's own errors (body too large, bad content) onto the catalogue. */
+function toApiError(err: FastifyError | ApiError, config: Config, log: Logger, req: FastifyRequest): ApiError {
+  if (err instanceof ApiError) return err;
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new ApiError('value_too_large', `value exceeds limits.valueBytesMax (${config.limits.valueBytesMax} bytes)`);
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new ApiError('invalid_request', 'Content-Length does not match the body');
+    case 'FST_ERR_CTP_EMPTY_TYPE':
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new ApiError('unsupported_media_type', err.message);
+    case 'FST_ERR_BAD_URL':
+      return new ApiError('invalid_key', 'the URL is not valid percent-encoded UTF-8');
+  }
+  if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
+    return new ApiError('invalid_request', err.message);
+  }
+  log.error({ err, url: req.url, method: req.method }, 'unhandled error in request');
+  return new ApiError('internal', 'internal error');
+}

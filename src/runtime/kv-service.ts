@@ -1,0 +1,40 @@
+// What the client API needs from the node: the single-node engine (local-kv.ts)
+// implements it today; the cluster router implements the same interface.
+
+import type { ApiError } from '../http/errors.js';
+
+export type Consistency = 'strong' | 'stale';
+
+/** If-Match / If-None-Match, parsed. Versions are bare (no quotes). */
+export interface Precondition {
+  readonly ifMatch?: '*' | readonly string[];
+  readonly ifNoneMatch?: '*' | readonly string[];
+}
+
+export interface GetResult {
+  readonly value: Uint8Array;
+  readonly version: string;
+}
+
+export interface PutResult {
+  readonly created: boolean;
+  readonly version: string;
+}
+
+export interface ListResult {
+  readonly keys: string[];
+  /** The last key returned when more keys follow it, else null. */
+  readonly next: string | null;
+}
+
+export interface KvService {
+  /** Undefined when the key is absent. */
+  get(key: string, consistency: Consistency): Promise<GetResult | undefined>;
+  /** Rejects with ApiError precondition_failed when the precondition does not hold. */
+  put(key: string, value: Uint8Array, cond: Precondition): Promise<PutResult>;
+  /** Rejects with ApiError not_found when absent, precondition_failed on a failed If-Match. */
+  delete(key: string, cond: Precondition): Promise<void>;
+  list(prefix: string, after: string, limit: number, consistency: Consistency): Promise<ListResult>;
+}
+
+export type { ApiError };

@@ -1,0 +1,119 @@
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { mkdirSync } from 'node:fs';
+import type { PartitionId } from '../core/types.js';
+import type { ScanOptions, Store, StoredRecord, WriteOp } from './store.js';
+import { compareUtf8, inRange } from './scan.js';
+
+interface LmdbOptions {
+  readonly path: string;
+  readonly fsync: boolean;
+  readonly mapSizeBytes: number;
+}
+
+/** On-disk form of a record: short field names, since there is one per key. */
+interface DiskRecord {
+  v: Uint8Array | null;
+  c: [string, number][];
+}
+
+/**
+ * The lmdb engine. Writes are group-committed by lmdb-js on its writer thread.
+ * overlappingSync is off on purpose: with it on, a commit becomes visible to readers
+ * before it is fsynced, and a read could observe a write that a power loss then erases.
+ * With it off, the commit promise resolves only after LMDB's own fsync, so "visible"
+ * implies "durable" and `write` needs no second wait.
+ */
+export class LmdbStore implements Store {
+  readonly engine = 'lmdb' as const;
+  private readonly root: RootDatabase;
+  private readonly data: Database<DiskRecord, [number, string]>;
+  private readonly meta: Database<unknown, string>;
+  private liveKeys = 0;
+
+  constructor(opts: LmdbOptions) {
+    mkdirSync(opts.path, { recursive: true });
+    this.root = open({
+      path: opts.path,
+      noSync: !opts.fsync,
+      overlappingSync: false,
+      mapSize: opts.mapSizeBytes,
+      maxDbs: 4,
+      cache: false,
+    });
+    this.data = this.root.openDB<DiskRecord, [number, string]>({ name: 'kv', cache: false });
+    this.meta = this.root.openDB<unknown, string>({ name: 'meta', cache: false });
+    for (const { value } of this.data.getRange({})) if (value.v !== null) this.liveKeys++;
+  }
+
+  get(partition: PartitionId, key: string): StoredRecord | undefined {
+    const r = this.data.get([partition, key]);
+    return r === undefined ? undefined : fromDisk(r);
+  }
+
+  scan(partition: PartitionId, opts: ScanOptions): { key: string; record: StoredRecord }[] {
+    const out: { key: string; record: StoredRecord }[] = [];
+    const start = compareUtf8(opts.after, opts.prefix) > 0 ? opts.after : opts.prefix;
+    for (const { key, value } of this.data.getRange({ start: [partition, start], end: [partition + 1, ''] })) {
+      const k = key[1];
+      const verdict = inRange(k, opts);
+      if (verdict === 'stop') break;
+      if (verdict === 'skip') continue;
+      if (value.v === null && !opts.includeTombstones) continue;
+      out.push({ key: k, record: fromDisk(value) });
+      if (out.length >= opts.limit) break;
+    }
+    return out;
+  }
+
+  write(ops: readonly WriteOp[]): Promise<void> {
+    return this.root.transaction(() => {
+      for (const op of ops) {
+        switch (op.kind) {
+          case 'put': {
+            const prev = this.data.get([op.partition, op.key]);
+            this.liveKeys += (op.record.value !== null ? 1 : 0) - (prev !== undefined && prev.v !== null ? 1 : 0);
+            this.data.put([op.partition, op.key], { v: op.record.value, c: op.record.clock as unknown as [string, number][] });
+            break;
+          }
+          case 'remove': {
+            const prev = this.data.get([op.partition, op.key]);
+            if (prev !== undefined && prev.v !== null) this.liveKeys--;
+            this.data.remove([op.partition, op.key]);
+            break;
+          }
+          case 'meta':
+            this.meta.put(op.key, op.value);
+            break;
+          case 'meta-remove':
+            this.meta.remove(op.key);
+            break;
+        }
+      }
+    }) as Promise<void>;
+  }
+
+  getMeta<T>(key: string): T | undefined {
+    return this.meta.get(key) as T | undefined;
+  }
+
+  scanMeta<T>(prefix: string): { key: string; value: T }[] {
+    const out: { key: string; value: T }[] = [];
+    for (const { key, value } of this.meta.getRange({ start: prefix })) {
+      if (!key.startsWith(prefix)) break;
+      out.push({ key, value: value as T });
+    }
+    return out;
+  }
+
+  countKeys(): number {
+    return this.liveKeys;
+  }
+
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+}
+
+function fromDisk(r: DiskRecord): StoredRecord {
+  return { value: r.v, clock: r.c as unknown as StoredRecord['clock'] };
+}
