@@ -8,5 +8,8 @@ export default defineConfig({
     // Real-process tests spawn nodes and bind ports; files run in parallel workers,
     // so every test picks free ports itself.
     pool: 'forks',
+    // CI asks for a JSON report too (for its one-line "N passed, N failed" summary).
+    reporters: process.env.RINGKV_VITEST_JSON ? ['default', 'json'] : ['default'],
+    outputFile: process.env.RINGKV_VITEST_JSON ? { json: process.env.RINGKV_VITEST_JSON } : undefined,
   },
 });

@@ -1,0 +1,32 @@
+// The yardstick for `ringkv bench --baseline`: a bare fastify server whose routes do
+// nothing. bench.ts runs it as a separate process (so it has its own event loop, like a
+// ringkv node does), drives it with the same client, and reports ringkv's rates as a
+// share of this one's. It prints `{"port":N}` on one stdout line once it is listening,
+// and exits on SIGTERM/SIGINT or when its parent closes stdin.
+
+import Fastify from 'fastify';
+
+const app = Fastify({ logger: false });
+
+// Accept any body as raw bytes, as ringkv does, so a PUT pays for reading its body.
+app.removeAllContentTypeParsers();
+app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+app.get('/noop', async (_req, reply) => reply.code(200).send());
+app.put('/noop', async (_req, reply) => reply.code(200).send());
+
+await app.listen({ host: '127.0.0.1', port: 0 });
+const address = app.server.address();
+if (address === null || typeof address === 'string') throw new Error('bench-baseline: the server has no TCP address');
+process.stdout.write(JSON.stringify({ port: address.port }) + '\n');
+
+const stop = (): void => {
+  app.close().then(
+    () => process.exit(0),
+    () => process.exit(1),
+  );
+};
+process.once('SIGTERM', stop);
+process.once('SIGINT', stop);
+// If bench dies without killing us, its end of our stdin closes: do not outlive it.
+process.stdin.on('end', stop).resume();
