@@ -2,6 +2,7 @@
 // schema. Any problem stops the start with a message naming the field and the problem.
 
 import { readFileSync } from 'node:fs';
+import { isIPv4, isIPv6 } from 'node:net';
 import { hostname } from 'node:os';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { configSchema, type Config } from './schema.js';
@@ -36,7 +37,8 @@ export function loadConfig(file: string | null, env: NodeJS.ProcessEnv = process
       raw = parseYaml(text, { uniqueKeys: true }) ?? {};
     } catch (e) {
       const where = e instanceof YAMLParseError && e.linePos ? ` at line ${e.linePos[0].line}` : '';
-      throw new ConfigError(`${file}: invalid YAML${where}: ${(e as Error).message.split('\n')[0]}`);
+      const first = (e as Error).message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+      throw new ConfigError(`${file}: invalid YAML${where}: ${first}`);
     }
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
       throw new ConfigError(`${file}: must be a YAML mapping at the top level`);
@@ -69,6 +71,7 @@ export function loadConfig(file: string | null, env: NodeJS.ProcessEnv = process
 
 function readSecret(config: Config, env: NodeJS.ProcessEnv): string | null {
   let secret: string | null = null;
+  let source = 'cluster.secretFile';
   if (config.cluster.secretFile !== null) {
     try {
       secret = readFileSync(config.cluster.secretFile, 'utf8').trim();
@@ -77,9 +80,10 @@ function readSecret(config: Config, env: NodeJS.ProcessEnv): string | null {
     }
   } else if (env.RINGKV_CLUSTER_SECRET !== undefined && env.RINGKV_CLUSTER_SECRET !== '') {
     secret = env.RINGKV_CLUSTER_SECRET.trim();
+    source = 'RINGKV_CLUSTER_SECRET';
   }
   if (secret !== null && Buffer.byteLength(secret) < SECRET_BYTES_MIN) {
-    throw new ConfigError(`cluster.secretFile: the cluster secret must be at least ${SECRET_BYTES_MIN} bytes`);
+    throw new ConfigError(`${source}: the cluster secret must be at least ${SECRET_BYTES_MIN} bytes`);
   }
   return secret;
 }
@@ -91,7 +95,10 @@ export function splitHostPort(addr: string): { host: string; port: number } {
 
 function isLoopback(addr: string): boolean {
   const { host } = splitHostPort(addr);
-  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+  if (host === 'localhost') return true;
+  if (isIPv4(host)) return host.startsWith('127.');
+  if (isIPv6(host)) return host === '::1' || /^::ffff:127\./i.test(host);
+  return false; // any other name may resolve anywhere
 }
 
 function urlFor(addr: string): string {
@@ -128,8 +135,10 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv, fromEnv:
     if (!leaf) throw new ConfigError(`unknown environment variable ${name}: no such config field`);
     const [section, field] = leaf.path as [string, string];
     const sec = out[section];
-    const target: Record<string, unknown> =
-      typeof sec === 'object' && sec !== null && !Array.isArray(sec) ? (sec as Record<string, unknown>) : {};
+    if (sec !== undefined && (typeof sec !== 'object' || sec === null || Array.isArray(sec))) {
+      throw new ConfigError(`${section}: must be a mapping (the file has ${JSON.stringify(sec)}); ${name} cannot be applied to it`);
+    }
+    const target = (sec ?? {}) as Record<string, unknown>;
     target[field] = coerce(value, leaf.sample, name);
     out[section] = target;
     fromEnv.set(`${section}.${field}`, name);

@@ -52,7 +52,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
   const bound = clientApp.server.address();
   const clientAddress = typeof bound === 'object' && bound !== null ? { host: bound.address, port: bound.port } : { host, port };
   logger.info(
-    { node: id, client: `${clientAddress.host}:${clientAddress.port}`, engine: store.engine, dataDir: config.node.dataDir },
+    { client: `${clientAddress.host}:${clientAddress.port}`, engine: store.engine, dataDir: config.node.dataDir },
     'ringkv node serving',
   );
 
