@@ -72,7 +72,7 @@ export function buildClientApp(deps: ClientAppDeps): FastifyInstance {
   );
 
   app.register(opsRoutes, { metrics: deps.metrics, notReadyReason: deps.notReadyReason });
-  app.register(kvRoutes, { kv: deps.kv, config, nodeId: deps.nodeId });
+  app.register(kvRoutes, { kv: deps.kv, config });
   deps.extraRoutes?.(app);
   return app;
 }

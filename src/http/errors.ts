@@ -14,6 +14,7 @@ export const ERRORS = {
   method_not_allowed: 405,
   conflict: 409,
   precondition_failed: 412,
+  misdirected: 421,
   value_too_large: 413,
   headers_too_large: 431,
   unsupported_media_type: 415,

@@ -22,50 +22,54 @@ const listQuery = z.strictObject({
 export interface KvRoutesOptions {
   readonly kv: KvService;
   readonly config: Config;
-  readonly nodeId: string;
+  /** '' for the client API; '/peer' when the peer API serves requests forwarded to this node. */
+  readonly urlPrefix?: string;
 }
 
 export async function kvRoutes(app: FastifyInstance, opts: KvRoutesOptions): Promise<void> {
-  const { kv, config, nodeId } = opts;
+  const { kv, config } = opts;
   const limits = config.limits;
+  const base = opts.urlPrefix ?? '';
+  const keyOffset = (base + KV_PREFIX).length;
+  const parseKey = (req: FastifyRequest): string => parseKeyAt(req, keyOffset, limits.keyBytesMax);
 
-  app.get(KV_PREFIX + '*', async (req, reply) => {
-    const key = parseKey(req, limits.keyBytesMax);
+  app.get(base + KV_PREFIX + '*', async (req, reply) => {
+    const key = parseKey(req);
     const q = parseQuery(getQuery, req.query);
     const noneMatch = parseEtagList(req.headers['if-none-match'], 'If-None-Match');
     const r = await kv.get(key, q.consistency);
-    reply.header('x-ringkv-node', nodeId);
-    if (r === undefined) throw new ApiError('not_found', `key ${JSON.stringify(key)} not found`);
+    reply.header('x-ringkv-node', r.servedBy);
+    if (!r.found) throw new ApiError('not_found', `key ${JSON.stringify(key)} not found`);
     reply.header('etag', `"${r.version}"`);
     if (noneMatch !== undefined && (noneMatch === '*' || noneMatch.includes(r.version))) return reply.code(304).send();
     return reply.type('application/octet-stream').send(Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength));
   });
 
-  app.put(KV_PREFIX + '*', async (req, reply) => {
-    const key = parseKey(req, limits.keyBytesMax);
+  app.put(base + KV_PREFIX + '*', async (req, reply) => {
+    const key = parseKey(req);
     parseQuery(noQuery, req.query);
     const cond = parsePrecondition(req, true);
     const body = req.body instanceof Buffer ? req.body : Buffer.alloc(0);
     const r = await kv.put(key, body, cond);
-    reply.header('x-ringkv-node', nodeId).header('etag', `"${r.version}"`);
+    reply.header('x-ringkv-node', r.servedBy).header('etag', `"${r.version}"`);
     return reply.code(r.created ? 201 : 200).send({ key, version: r.version });
   });
 
-  app.delete(KV_PREFIX + '*', async (req, reply) => {
-    const key = parseKey(req, limits.keyBytesMax);
+  app.delete(base + KV_PREFIX + '*', async (req, reply) => {
+    const key = parseKey(req);
     parseQuery(noQuery, req.query);
     const cond = parsePrecondition(req, false);
-    await kv.delete(key, cond);
-    return reply.header('x-ringkv-node', nodeId).code(204).send();
+    const r = await kv.delete(key, cond);
+    return reply.header('x-ringkv-node', r.servedBy).code(204).send();
   });
 
   const emptyKey = async (): Promise<never> => {
     throw new ApiError('invalid_key', 'the key is empty: use /v1/kv/{key}');
   };
-  app.put('/v1/kv', emptyKey);
-  app.delete('/v1/kv', emptyKey);
+  app.put(base + '/v1/kv', emptyKey);
+  app.delete(base + '/v1/kv', emptyKey);
 
-  app.get('/v1/kv', async (req, reply) => {
+  app.get(base + '/v1/kv', async (req, reply) => {
     const q = parseQuery(listQuery, req.query);
     const limit = q.limit === undefined ? Math.min(100, limits.listLimitMax) : Number(q.limit);
     if (limit < 1 || limit > limits.listLimitMax) {
@@ -76,16 +80,15 @@ export async function kvRoutes(app: FastifyInstance, opts: KvRoutesOptions): Pro
     }
     const after = q.cursor === undefined ? '' : decodeCursor(q.cursor);
     const page = await kv.list(q.prefix, after, limit, q.consistency as Consistency);
-    reply.header('x-ringkv-node', nodeId);
     return { keys: page.keys, cursor: page.next === null ? null : Buffer.from(page.next, 'utf8').toString('base64url') };
   });
 }
 
 /** The key is everything after /v1/kv/ in the raw URL, percent-decoded as UTF-8. */
-export function parseKey(req: FastifyRequest, keyBytesMax: number): string {
+export function parseKeyAt(req: FastifyRequest, offset: number, keyBytesMax: number): string {
   const url = req.url;
   const q = url.indexOf('?');
-  const raw = url.slice(KV_PREFIX.length, q === -1 ? undefined : q);
+  const raw = url.slice(offset, q === -1 ? undefined : q);
   if (raw === '') throw new ApiError('invalid_key', 'the key is empty');
   // Raw bytes outside printable ASCII reach us as latin1 characters: refuse rather than guess.
   if (/[^\x21-\x7e]/.test(raw)) throw new ApiError('invalid_key', 'the key must be percent-encoded in the URL');

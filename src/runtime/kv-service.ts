@@ -11,14 +11,19 @@ export interface Precondition {
   readonly ifNoneMatch?: '*' | readonly string[];
 }
 
-export interface GetResult {
-  readonly value: Uint8Array;
-  readonly version: string;
-}
+/** servedBy: the id of the node whose store answered (the X-Ringkv-Node header). */
+export type GetResult =
+  | { readonly found: true; readonly value: Uint8Array; readonly version: string; readonly servedBy: string }
+  | { readonly found: false; readonly servedBy: string };
 
 export interface PutResult {
   readonly created: boolean;
   readonly version: string;
+  readonly servedBy: string;
+}
+
+export interface DeleteResult {
+  readonly servedBy: string;
 }
 
 export interface ListResult {
@@ -28,12 +33,11 @@ export interface ListResult {
 }
 
 export interface KvService {
-  /** Undefined when the key is absent. */
-  get(key: string, consistency: Consistency): Promise<GetResult | undefined>;
+  get(key: string, consistency: Consistency): Promise<GetResult>;
   /** Rejects with ApiError precondition_failed when the precondition does not hold. */
   put(key: string, value: Uint8Array, cond: Precondition): Promise<PutResult>;
   /** Rejects with ApiError not_found when absent, precondition_failed on a failed If-Match. */
-  delete(key: string, cond: Precondition): Promise<void>;
+  delete(key: string, cond: Precondition): Promise<DeleteResult>;
   list(prefix: string, after: string, limit: number, consistency: Consistency): Promise<ListResult>;
 }
 

@@ -1,10 +1,10 @@
 import { partitionOf } from '../core/hash.js';
-import { partitionId, type NodeId } from '../core/types.js';
+import { partitionId, type NodeId, type PartitionId } from '../core/types.js';
 import { EMPTY_CLOCK, increment, versionOf } from '../core/vector-clock.js';
 import { ApiError } from '../http/errors.js';
 import { compareUtf8 } from '../store/scan.js';
 import type { Store, StoredRecord } from '../store/store.js';
-import type { Consistency, GetResult, KvService, ListResult, Precondition, PutResult } from './kv-service.js';
+import type { Consistency, DeleteResult, GetResult, KvService, ListResult, Precondition, PutResult } from './kv-service.js';
 
 /**
  * The single-node engine: every partition of the ring is local.
@@ -25,10 +25,10 @@ export class LocalKv implements KvService {
     private readonly onStorageFailure: (e: unknown) => void,
   ) {}
 
-  get(key: string, _consistency: Consistency): Promise<GetResult | undefined> {
+  get(key: string, _consistency: Consistency): Promise<GetResult> {
     const r = this.store.get(partitionOf(key, this.partitions), key);
-    if (r === undefined || r.value === null) return Promise.resolve(undefined);
-    return Promise.resolve({ value: r.value, version: versionOf(r.clock) });
+    if (r === undefined || r.value === null) return Promise.resolve({ found: false, servedBy: this.nodeId });
+    return Promise.resolve({ found: true, value: r.value, version: versionOf(r.clock), servedBy: this.nodeId });
   }
 
   async put(key: string, value: Uint8Array, cond: Precondition): Promise<PutResult> {
@@ -37,26 +37,31 @@ export class LocalKv implements KvService {
     checkPrecondition(cur, cond);
     const record: StoredRecord = { value, clock: increment(cur?.clock ?? EMPTY_CLOCK, this.nodeId) };
     await this.commit(partition, key, record);
-    return { created: cur === undefined || cur.value === null, version: versionOf(record.clock) };
+    return { created: cur === undefined || cur.value === null, version: versionOf(record.clock), servedBy: this.nodeId };
   }
 
-  async delete(key: string, cond: Precondition): Promise<void> {
+  async delete(key: string, cond: Precondition): Promise<DeleteResult> {
     const partition = partitionOf(key, this.partitions);
     const cur = this.latest(partition, key);
     checkPrecondition(cur, cond);
     if (cur === undefined || cur.value === null) throw new ApiError('not_found', `key ${JSON.stringify(key)} not found`);
     await this.commit(partition, key, { value: null, clock: increment(cur.clock, this.nodeId) });
+    return { servedBy: this.nodeId };
   }
 
   list(prefix: string, after: string, limit: number, _consistency: Consistency): Promise<ListResult> {
-    // Scatter over every partition, then merge: keys come back in UTF-8 order overall.
+    return Promise.resolve(this.listPartitions(Array.from({ length: this.partitions }, (_, p) => partitionId(p)), prefix, after, limit));
+  }
+
+  /** Keys of the given partitions, merged into one UTF-8-ordered page. */
+  listPartitions(partitions: readonly PartitionId[], prefix: string, after: string, limit: number): ListResult {
     const keys: string[] = [];
-    for (let p = 0; p < this.partitions; p++) {
-      for (const { key } of this.store.scan(partitionId(p), { prefix, after, limit: limit + 1 })) keys.push(key);
+    for (const p of partitions) {
+      for (const { key } of this.store.scan(p, { prefix, after, limit: limit + 1 })) keys.push(key);
     }
     keys.sort(compareUtf8);
     const page = keys.slice(0, limit);
-    return Promise.resolve({ keys: page, next: keys.length > limit ? page[page.length - 1]! : null });
+    return { keys: page, next: keys.length > limit ? page[page.length - 1]! : null };
   }
 
   private latest(partition: ReturnType<typeof partitionOf>, key: string): StoredRecord | undefined {

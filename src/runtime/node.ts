@@ -1,43 +1,95 @@
-// One ringkv node: store + engine + client API (+ peer API once clustered). This is the
-// thin shell: it owns sockets, disk and timers, and nothing here decides protocol.
+// One ringkv node: store, membership (Paxos + heartbeats), routing, the client API and
+// the peer API. This is the thin shell: it owns sockets, disk and timers; the protocol
+// decisions are made in src/core.
 
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { LoadedConfig } from '../config/load.js';
 import { splitHostPort } from '../config/load.js';
-import { nodeId as toNodeId } from '../core/types.js';
+import type { NewMember } from '../core/membership.js';
+import { nodeId as toNodeId, type NodeId } from '../core/types.js';
 import { loadTokens } from '../http/auth.js';
 import { buildClientApp } from '../http/client-app.js';
+import { clusterRoutes } from '../http/cluster-routes.js';
 import { Metrics } from '../http/metrics.js';
+import { buildPeerApp } from '../http/peer-app.js';
+import { PeerTransport } from '../net/peer-transport.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
+import { ClusterKv, PrimaryGuard } from './cluster-kv.js';
 import { LocalKv } from './local-kv.js';
+import { MembershipDriver } from './membership-driver.js';
 
 export interface RunningNode {
   readonly id: string;
   readonly clientApp: FastifyInstance;
+  readonly peerApp: FastifyInstance;
   readonly store: Store;
+  readonly driver: MembershipDriver;
   /** The bound client address (port resolved when 0 was asked for). */
   readonly clientAddress: { host: string; port: number };
   /** Stops taking requests, drains the ones in flight, closes the store. Idempotent. */
   close(): Promise<void>;
 }
 
+/** The members of epoch 1. Without initialMembers a node is a cluster of one. */
+function bootstrapMembers(loaded: LoadedConfig): NewMember[] {
+  const { config, advertise } = loaded;
+  if (config.cluster.initialMembers.length === 0) {
+    return [{ id: toNodeId(config.node.id), peerUrl: advertise.peer, clientUrl: advertise.client }];
+  }
+  return config.cluster.initialMembers.map((m) => ({ id: toNodeId(m.id), peerUrl: m.peer, clientUrl: m.client }));
+}
+
 export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<RunningNode> {
   const { config } = loaded;
-  const id = toNodeId(config.node.id);
+  const id: NodeId = toNodeId(config.node.id);
+  const members = bootstrapMembers(loaded);
+  // A cluster of fewer nodes than the replication factor stores fewer copies; say so.
+  const replicationFactor = Math.min(config.cluster.replicationFactor, members.length);
+  const minInSync = Math.min(config.cluster.minInSync, replicationFactor);
+  if (replicationFactor < config.cluster.replicationFactor || minInSync < config.cluster.minInSync) {
+    logger.warn(
+      { members: members.length, replicationFactor, minInSync },
+      'fewer initial members than cluster.replicationFactor: replication factor and minInSync are capped',
+    );
+  }
+
   const store = openStore(config);
   let stopping = false;
   let fatal = false;
-  const kv = new LocalKv(store, id, config.cluster.partitions, (e) => {
+  const transport = new PeerTransport(loaded.secret, config.cluster.name, id, logger, config.timing.requestTimeoutMs);
+  const driver = new MembershipDriver({
+    id,
+    clusterName: config.cluster.name,
+    initialMembers: members,
+    cluster: { replicationFactor, minInSync, partitions: config.cluster.partitions, vnodesPerNode: config.cluster.vnodesPerNode },
+    heartbeatMs: config.timing.heartbeatMs,
+    suspectAfterMs: config.timing.suspectAfterMs,
+    store,
+    transport,
+    logger,
+  });
+  const local = new LocalKv(store, id, config.cluster.partitions, (e) => {
     if (fatal) return;
     fatal = true;
     logger.fatal({ err: e }, 'storage write failed; stopping so that no acknowledgement is given for data not on disk');
     process.exitCode = 70;
     void close();
   });
+  const kv = new ClusterKv(id, driver, local, transport, config.timing.requestTimeoutMs, logger);
+  const guard = new PrimaryGuard(id, driver, local);
   const metrics = new Metrics(id, () => store.countKeys());
   const tokens = config.auth.clientTokensFile === null ? null : loadTokens(config.auth.clientTokensFile);
+
+  const peerApp = buildPeerApp({
+    config,
+    secret: loaded.secret,
+    logger,
+    deliver: (msg) => driver.deliver(msg),
+    primaryKv: guard,
+    listPartitions: (ps, prefix, after, limit) => guard.listPartitions(ps, prefix, after, limit),
+  });
   const clientApp = buildClientApp({
     config,
     nodeId: id,
@@ -45,14 +97,31 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     metrics,
     logger,
     tokens,
-    notReadyReason: () => (stopping ? 'shutting down' : null),
+    notReadyReason: () => {
+      if (stopping) return 'shutting down';
+      if (!driver.config().members.some((m) => m.id === id)) return `not a member of epoch ${driver.config().epoch}`;
+      return null;
+    },
+    extraRoutes: (app) => app.register(clusterRoutes, { config, self: id, driver }),
   });
+
+  const peerAddr = splitHostPort(config.listen.peer);
+  await peerApp.listen({ host: peerAddr.host, port: peerAddr.port });
+  driver.start();
   const { host, port } = splitHostPort(config.listen.client);
   await clientApp.listen({ host, port });
   const bound = clientApp.server.address();
   const clientAddress = typeof bound === 'object' && bound !== null ? { host: bound.address, port: bound.port } : { host, port };
+  const cfg = driver.config();
   logger.info(
-    { client: `${clientAddress.host}:${clientAddress.port}`, engine: store.engine, dataDir: config.node.dataDir },
+    {
+      client: `${clientAddress.host}:${clientAddress.port}`,
+      peer: config.listen.peer,
+      engine: store.engine,
+      dataDir: config.node.dataDir,
+      epoch: cfg.epoch,
+      members: cfg.members.map((m) => m.id),
+    },
     'ringkv node serving',
   );
 
@@ -62,10 +131,13 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
       stopping = true;
       logger.info('draining in-flight requests');
       await clientApp.close();
+      await driver.stop();
+      await peerApp.close();
+      await transport.close();
       await store.close();
       logger.info('stopped cleanly');
     })();
     return closing;
   }
-  return { id, clientApp, store, clientAddress, close };
+  return { id, clientApp, peerApp, store, driver, clientAddress, close };
 }

@@ -1,0 +1,115 @@
+// The peer API server (its own port). Every call is authenticated with the cluster secret
+// and the cluster name; the auth hook is registered only here, never on the client API.
+// Bad input from a peer gets a 4xx, is logged once per (peer, reason), and changes nothing.
+
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { Config } from '../config/schema.js';
+import { partitionId, type PartitionId } from '../core/types.js';
+import type { Message } from '../core/node.js';
+import { LogOnce, PeerAuthenticator } from '../net/peer-auth.js';
+import { MESSAGES_PATH } from '../net/peer-transport.js';
+import { batchSchema, parseMessage } from '../net/wire.js';
+import type { KvService, ListResult } from '../runtime/kv-service.js';
+import { ApiError } from './errors.js';
+import { kvRoutes } from './kv-routes.js';
+import { sendError } from './client-app.js';
+
+export const LIST_PATH = '/peer/v1/list';
+
+export const listRequestSchema = z.strictObject({
+  prefix: z.string().max(4096),
+  after: z.string().max(4096),
+  limit: z.number().int().min(1).max(100_000),
+  partitions: z.array(z.number().int().min(0).max(1 << 21)).max(1 << 16),
+});
+
+export interface PeerAppDeps {
+  readonly config: Config;
+  readonly secret: string | null;
+  readonly logger: Logger;
+  readonly deliver: (msg: Message) => void;
+  /** Serves forwarded key requests; refuses (421) keys this node is not primary for. */
+  readonly primaryKv: KvService;
+  /** Lists the given partitions; refuses (421) any this node is not primary for. */
+  readonly listPartitions: (partitions: readonly PartitionId[], prefix: string, after: string, limit: number) => ListResult;
+}
+
+export function buildPeerApp(deps: PeerAppDeps): FastifyInstance {
+  const { config, logger } = deps;
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: Math.max(config.limits.valueBytesMax, 4 * 1024 * 1024),
+    routerOptions: { maxParamLength: config.limits.keyBytesMax * 3 + 64 },
+    forceCloseConnections: true,
+    frameworkErrors: (err, _req, reply) => {
+      sendError(new ApiError('invalid_request', err.message), reply);
+    },
+  });
+  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  const auth = new PeerAuthenticator(deps.secret, config.cluster.name);
+  const once = new LogOnce();
+  const complain = (req: FastifyRequest, reason: string, extra: Record<string, unknown> = {}): void => {
+    const who = `${req.ip} ${String(req.headers['x-ringkv-from'] ?? '?')}`;
+    if (once.first(`${who}|${reason}`)) logger.warn({ peer: who, reason, ...extra }, 'refused peer request (logged once per peer and reason)');
+  };
+
+  app.addHook('onRequest', async (req, reply) => {
+    const r = auth.check(req.headers);
+    if (!r.ok) {
+      complain(req, r.reason);
+      return sendError(new ApiError(r.code, r.reason), reply);
+    }
+  });
+
+  app.setErrorHandler((err: Error & { code?: string; statusCode?: number }, req, reply) => {
+    if (err instanceof ApiError) return sendError(err, reply);
+    if (err.statusCode !== undefined && err.statusCode < 500) {
+      complain(req, err.code ?? err.message);
+      return sendError(new ApiError('invalid_request', err.message), reply);
+    }
+    logger.error({ err, url: req.url }, 'peer request failed');
+    return sendError(new ApiError('internal', 'internal error'), reply);
+  });
+
+  app.post(MESSAGES_PATH, async (req, reply) => {
+    const batch = batchSchema.safeParse(req.body);
+    if (!batch.success) {
+      complain(req, 'malformed message batch');
+      throw new ApiError('invalid_request', `malformed message batch: ${batch.error.issues[0]?.message ?? ''}`);
+    }
+    const msgs: Message[] = [];
+    for (const raw of batch.data.messages) {
+      const m = parseMessage(raw);
+      if (!m.ok) {
+        complain(req, 'malformed message', { error: m.error });
+        throw new ApiError('invalid_request', `malformed message: ${m.error}`);
+      }
+      if (m.msg.from !== batch.data.from) {
+        complain(req, 'message sender differs from batch sender');
+        throw new ApiError('invalid_request', 'message sender differs from batch sender');
+      }
+      if (m.msg.clusterName !== config.cluster.name) {
+        complain(req, 'message for another cluster');
+        throw new ApiError('forbidden', `message for cluster ${JSON.stringify(m.msg.clusterName)}`);
+      }
+      msgs.push(m.msg);
+    }
+    // Validate the whole batch first: a batch is applied entirely or not at all.
+    for (const m of msgs) deps.deliver(m);
+    return reply.code(204).send();
+  });
+
+  app.post(LIST_PATH, async (req) => {
+    const q = listRequestSchema.safeParse(req.body);
+    if (!q.success) throw new ApiError('invalid_request', `malformed list request: ${q.error.issues[0]?.message ?? ''}`);
+    return deps.listPartitions(q.data.partitions.map(partitionId), q.data.prefix, q.data.after, q.data.limit);
+  });
+
+  app.register(kvRoutes, { kv: deps.primaryKv, config, urlPrefix: '/peer' });
+  app.setNotFoundHandler((req, reply) => sendError(new ApiError('route_not_found', `no peer route ${req.method} ${req.url}`), reply));
+  return app;
+}
