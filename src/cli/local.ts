@@ -83,7 +83,7 @@ export async function local(args: string[]): Promise<number> {
   }
   process.stdout.write(
     `ringkv local: ${n} node(s), data in ${dataRoot}\n` +
-      topology.map((s) => `  ${s.id}  client http://127.0.0.1:${s.client}  peer http://127.0.0.1:${s.peer}`).join('\n') +
+      topology.map((s) => `  ${s.id}  client http://127.0.0.1:${s.client}  peer http://127.0.0.1:${s.peer}  pid ${children.get(s.id)?.pid ?? '?'}`).join('\n') +
       `\nexport RINGKV_ENDPOINTS=${topology.map((s) => `http://127.0.0.1:${s.client}`).join(',')}\nCtrl-C stops every node.\n`,
   );
   const stopAll = (): void => {

@@ -3,10 +3,9 @@
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { call, encodeKey, endpointsFrom, errorOf, UnreachableError, type Reply } from './http-client.js';
+import { call, encodeKey, endpointsFrom, UnreachableError } from './http-client.js';
+import { EXIT, failed, print } from './output.js';
 
-/** Exit codes: stable, documented in docs/cli.md. */
-export const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
 
 class UsageError extends Error {}
 
@@ -21,6 +20,10 @@ Usage:
   ringkv del KEY [--if-match VERSION]
   ringkv cas KEY VERSION VALUE    put only if the current version is VERSION
   ringkv list [--prefix P] [--limit N] [--all]
+  ringkv placement KEY            where KEY lives: partition, primary, replicas
+  ringkv cluster status           members, status, heartbeat age, epoch, leader
+  ringkv cluster add --id ID --peer URL --client URL
+  ringkv cluster remove ID
   ringkv bench [options]          load generator (see ringkv bench --help)
 
 Client options:
@@ -60,6 +63,8 @@ async function main(argv: string[]): Promise<number> {
     case 'delete':
     case 'cas':
     case 'list':
+    case 'placement':
+    case 'cluster':
       return clientCommand(cmd, rest);
     default:
       throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
@@ -78,6 +83,9 @@ async function clientCommand(cmd: string, args: string[]): Promise<number> {
       prefix: { type: 'string', default: '' },
       limit: { type: 'string' },
       all: { type: 'boolean', default: false },
+      id: { type: 'string' },
+      peer: { type: 'string' },
+      client: { type: 'string' },
     },
   });
   if (values.help) {
@@ -165,19 +173,38 @@ async function clientCommand(cmd: string, args: string[]): Promise<number> {
       else if (cursor !== null) process.stderr.write(`(more keys follow; use --all, or --limit)\n`);
       return EXIT.ok;
     }
+    case 'placement': {
+      const [key] = need(1, 'KEY');
+      const r = await call(endpoints, 'GET', `/v1/placement/${encodeKey(key!)}`, { headers: auth, timeoutMs });
+      if (r.status >= 300) return failed(r, json);
+      const p = JSON.parse(r.body.toString('utf8')) as { partition: number; primary: string | null; replicas: string[]; epoch: number };
+      print(json ? p : `partition ${p.partition}  primary ${p.primary ?? '(none)'}  replicas ${p.replicas.join(',') || '(none)'}  epoch ${p.epoch}`);
+      return EXIT.ok;
+    }
+    case 'cluster': {
+      const [sub, ...more] = positionals;
+      if (sub === 'status') return (await import('./cluster-status.js')).clusterStatus(endpoints, auth, json, timeoutMs);
+      if (sub === 'add') {
+        if (!values.id || !values.peer || !values.client) throw new UsageError('cluster add needs --id, --peer and --client');
+        const body = JSON.stringify({ id: values.id, peer: values.peer, client: values.client });
+        const r = await call(endpoints, 'POST', '/v1/cluster/members', { body, headers: { ...auth, 'content-type': 'application/json' }, timeoutMs });
+        if (r.status >= 300) return failed(r, json);
+        const out = JSON.parse(r.body.toString('utf8')) as { epoch: number };
+        print(json ? out : `added ${values.id} (joining) in epoch ${out.epoch}`);
+        return EXIT.ok;
+      }
+      if (sub === 'remove') {
+        if (more.length !== 1) throw new UsageError('cluster remove takes ID');
+        const r = await call(endpoints, 'DELETE', `/v1/cluster/members/${encodeKey(more[0]!)}`, { headers: auth, timeoutMs });
+        if (r.status >= 300) return failed(r, json);
+        const out = JSON.parse(r.body.toString('utf8')) as { epoch: number };
+        print(json ? out : `removed ${more[0]} in epoch ${out.epoch}`);
+        return EXIT.ok;
+      }
+      throw new UsageError('cluster takes: status | add | remove');
+    }
   }
   throw new UsageError(`unknown command ${cmd}`);
-}
-
-export function print(x: unknown): void {
-  process.stdout.write((typeof x === 'string' ? x : JSON.stringify(x)) + '\n');
-}
-
-export function failed(r: Reply, json: boolean): number {
-  const e = errorOf(r);
-  if (json) print({ error: e, status: r.status });
-  else process.stderr.write(`error: ${e.code} (${r.status}): ${e.message}\n`);
-  return EXIT.failed;
 }
 
 function positiveInt(s: string, name: string): number {

@@ -61,3 +61,26 @@ export function findViolation(
   }
   return null;
 }
+
+/** Declare this shard's chunks as vitest tests (or the replay of SEED, in shard 0). */
+export function defineShard(shard: number, it: ItFn): void {
+  const replay = replaySeed();
+  if (replay !== null) {
+    if (shard !== 0) return it.skip(`SEED=${replay} replays in shard 0`, () => undefined);
+    it(`replays seed=${replay}`, () => {
+      const stats = runSim({ seed: replay, traceLength: 40 });
+      console.log(`seed=${replay} passed`, stats);
+    }, 120_000);
+    return;
+  }
+  for (const [first, last] of chunksFor(shard)) {
+    it(`seeds ${first}..${last}`, () => {
+      runSeeds(first, last);
+    }, 120_000);
+  }
+}
+
+interface ItFn {
+  (name: string, fn: () => void, timeoutMs?: number): void;
+  skip(name: string, fn: () => void): void;
+}

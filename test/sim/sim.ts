@@ -555,7 +555,9 @@ class Sim {
       const c = this.chosen.get(e);
       if (c !== undefined && c !== value) this.fail(`agreement: slot ${e} learned a value other than the chosen one`);
     } else if (first !== value) {
-      this.fail(`agreement: slot ${e} decided two different values (${by} learned ${value}, first was ${first})`);
+      const firstEntry = this.decidedEntries.get(e);
+      const was = firstEntry === undefined ? '?' : describeChange(firstEntry.change);
+      this.fail(`agreement: slot ${e} decided two different values (${by} learned '${describeChange(entry.change)}', first was '${was}')`);
     }
   }
 
