@@ -66,7 +66,7 @@ function world() {
         }
         acc.set(a, r.state);
         log.push(`${a} accepts ${formatBallot(st.ballot)}=${value}`);
-        const res = onAccepted(cur, a, st.ballot, slot);
+        const res: { state: ProposerState<string>; decided: string | null } = onAccepted(cur, a, st.ballot, slot);
         cur = res.state;
         if (res.decided !== null) {
           log.push(`${p} learns ${res.decided} decided`);
