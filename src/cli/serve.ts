@@ -33,7 +33,16 @@ export async function serve(args: string[]): Promise<number> {
   const format: LogFormat | undefined = fmt ?? (loaded.config.log.format === 'pretty' ? 'pretty' : undefined);
   const logger = createLogger(values['log-level'] ?? loaded.config.log.level, format, { node: loaded.config.node.id });
 
-  const node = await startNode(loaded, logger);
+  let node;
+  try {
+    node = await startNode(loaded, logger);
+  } catch (e) {
+    // Operating errors at start (a port in use, a locked or unreadable data directory).
+    logger.fatal({ err: e }, 'cannot start');
+    logger.flush();
+    process.stderr.write(`ringkv: cannot start: ${(e as Error).message}\n`);
+    return 1;
+  }
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       logger.info({ signal }, 'signal received');

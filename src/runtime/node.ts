@@ -14,6 +14,7 @@ import { clusterRoutes } from '../http/cluster-routes.js';
 import { Metrics } from '../http/metrics.js';
 import { buildPeerApp } from '../http/peer-app.js';
 import { PeerTransport } from '../net/peer-transport.js';
+import { lockDataDir } from '../store/dir-lock.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { ClusterKv, PrimaryGuard } from './cluster-kv.js';
@@ -44,6 +45,10 @@ function bootstrapMembers(loaded: LoadedConfig): NewMember[] {
 export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<RunningNode> {
   const { config } = loaded;
   const id: NodeId = toNodeId(config.node.id);
+  if (config.cluster.join !== null) {
+    // Refuse rather than silently forming a separate one-node cluster.
+    throw new Error('cluster.join (starting a node that is added to a running cluster) is not supported yet; see docs/design.md');
+  }
   const members = bootstrapMembers(loaded);
   // A cluster of fewer nodes than the replication factor stores fewer copies; say so.
   const replicationFactor = Math.min(config.cluster.replicationFactor, members.length);
@@ -55,7 +60,14 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     );
   }
 
-  const store = openStore(config);
+  const unlock = config.storage.engine === 'lmdb' ? lockDataDir(config.node.dataDir) : () => undefined;
+  let store: Store;
+  try {
+    store = openStore(config);
+  } catch (e) {
+    unlock();
+    throw e;
+  }
   let stopping = false;
   let fatal = false;
   const transport = new PeerTransport(loaded.secret, config.cluster.name, id, logger, config.timing.requestTimeoutMs);
@@ -106,10 +118,19 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
   });
 
   const peerAddr = splitHostPort(config.listen.peer);
-  await peerApp.listen({ host: peerAddr.host, port: peerAddr.port });
-  driver.start();
   const { host, port } = splitHostPort(config.listen.client);
-  await clientApp.listen({ host, port });
+  try {
+    await peerApp.listen({ host: peerAddr.host, port: peerAddr.port });
+    driver.start();
+    await clientApp.listen({ host, port });
+  } catch (e) {
+    await driver.stop();
+    await peerApp.close();
+    await transport.close();
+    await store.close();
+    unlock();
+    throw e;
+  }
   const bound = clientApp.server.address();
   const clientAddress = typeof bound === 'object' && bound !== null ? { host: bound.address, port: bound.port } : { host, port };
   const cfg = driver.config();
@@ -135,6 +156,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
       await peerApp.close();
       await transport.close();
       await store.close();
+      unlock();
       logger.info('stopped cleanly');
     })();
     return closing;
