@@ -128,7 +128,7 @@ export const configSchema = z
     if (cl.initialMembers.length > 0 && cl.join !== null) {
       ctx.addIssue({ code: 'custom', path: ['cluster', 'join'], message: 'set either cluster.initialMembers (bootstrap) or cluster.join (added later), not both' });
     }
-    if (c.listen.client === c.listen.peer) {
+    if (c.listen.client === c.listen.peer && !c.listen.client.endsWith(':0')) {
       ctx.addIssue({ code: 'custom', path: ['listen', 'peer'], message: 'must differ from listen.client' });
     }
   });
