@@ -8,6 +8,9 @@ export class Metrics {
   readonly versionConflicts: Counter;
   readonly keys: Gauge;
 
+  /** Set by the runtime once membership runs: the cluster facts exported as gauges. */
+  cluster: (() => { epoch: number; isLeader: boolean; members: Map<string, number> }) | null = null;
+
   constructor(nodeId: string, countKeys: () => number) {
     this.registry.setDefaultLabels({ node: nodeId });
     collectDefaultMetrics({ register: this.registry, prefix: 'ringkv_' });
@@ -35,6 +38,36 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         this.set(countKeys());
+      },
+    });
+    const view = () => this.cluster?.();
+    new Gauge({
+      name: 'ringkv_cluster_epoch',
+      help: 'The membership config epoch this node is at.',
+      registers: [this.registry],
+      collect() {
+        const v = view();
+        if (v) this.set(v.epoch);
+      },
+    });
+    new Gauge({
+      name: 'ringkv_cluster_is_leader',
+      help: '1 if this node is the Paxos leader of the membership log.',
+      registers: [this.registry],
+      collect() {
+        const v = view();
+        if (v) this.set(v.isLeader ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'ringkv_cluster_members',
+      help: 'Members of the current config, by status.',
+      labelNames: ['status'],
+      registers: [this.registry],
+      collect() {
+        const v = view();
+        if (!v) return;
+        for (const status of ['active', 'down', 'joining', 'leaving']) this.set({ status }, v.members.get(status) ?? 0);
       },
     });
   }

@@ -92,6 +92,12 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
   const kv = new ClusterKv(id, driver, local, transport, config.timing.requestTimeoutMs, logger);
   const guard = new PrimaryGuard(id, driver, local);
   const metrics = new Metrics(id, () => store.countKeys());
+  metrics.cluster = () => {
+    const cfg = driver.config();
+    const members = new Map<string, number>();
+    for (const m of cfg.members) members.set(m.status, (members.get(m.status) ?? 0) + 1);
+    return { epoch: cfg.epoch, isLeader: driver.leader() === id, members };
+  };
   const tokens = config.auth.clientTokensFile === null ? null : loadTokens(config.auth.clientTokensFile);
 
   const peerApp = buildPeerApp({

@@ -62,6 +62,13 @@ describe('cluster routes', () => {
     expect(((await inject('GET', '/v1/cluster')).json() as { epoch: number }).epoch).toBe(1);
   });
 
+  it('/metrics exports the membership facts', async () => {
+    const r = await inject('GET', '/metrics');
+    expect(r.body).toMatch(/ringkv_cluster_epoch\{node="n1"\} 1/);
+    expect(r.body).toMatch(/ringkv_cluster_members\{status="active",node="n1"\} 1/);
+    expect(r.body).toMatch(/ringkv_cluster_is_leader\{node="n1"\} [01]/);
+  });
+
   it('/readyz is 200 while serving', async () => {
     expect((await inject('GET', '/readyz')).json()).toEqual({ status: 'ready' });
   });
