@@ -1,0 +1,1357 @@
+// A node's replication layer over all partitions (DESIGN §3 "Replication", rules 1-5 and
+// 7): primary-backup per partition, fenced by the membership config epoch, with leases,
+// takeover, catch-up before promotion and vector-clock versions. Pure and deterministic,
+// in the style of node.ts:
+//
+//   createReplication(opts, metas, store)   build (or rebuild after a restart)
+//   setConfig(rep, cfg)                      the membership layer learned a new config
+//   step(rep, msg) / tick(rep)               a peer message / one tick of the monotonic clock
+//   submit(rep, requestId, op)               a client operation (get / put / delete)
+//
+// Each returns a RepReady that the caller carries out in order: PERSIST (records and
+// partition metadata, fsynced), then SEND, then REPLY. The StoreView passed in must be
+// read-your-writes (see partition.ts). The composition with the membership node (one
+// Ready for both, config changes fed through, `readyToActivate` wired) is at the end of
+// this file (createKvNode / stepKv / tickKv / submitKv).
+//
+// Time: after a stall (SIGSTOP, a long GC) the driver must deliver every elapsed tick
+// before handing the node any message or request, so that leases are judged on a clock
+// that has advanced. Leases are measured from the tick at which their request was sent.
+
+import { buildRing, partitionOf, type Ring } from './ring.js';
+import { assert, epoch as toEpoch, partitionId, seq as toSeq, type Epoch, type NodeId, type PartitionId, type Seq } from './types.js';
+import { createPrng, nextU32, type Prng } from './prng.js';
+import { EMPTY_CLOCK, increment, versionOf } from './vector-clock.js';
+import type { ClusterConfig, Member } from './membership.js';
+import {
+  createNode,
+  currentConfig,
+  restoreNode,
+  step as stepMembership,
+  tick as tickMembership,
+  propose as proposeMembership,
+  type MembershipNode,
+  type Message,
+  type NodeOptions,
+  type PersistedState,
+  type Ready,
+} from './node.js';
+import type { ConfigChange } from './membership.js';
+import {
+  comparePositions,
+  conflictWinner,
+  emptyMeta,
+  extendHistory,
+  historyUpTo,
+  judgeIncoming,
+  onHistory,
+  type Entry,
+  type FollowerProgress,
+  type HistoryEntry,
+  type KvRecord,
+  type LogPosition,
+  type PartitionMeta,
+  type PartitionState,
+  type PrimaryState,
+  type Role,
+  type StoreView,
+} from './partition.js';
+
+export type { KvRecord, StoreView, PartitionMeta, LogPosition, HistoryEntry } from './partition.js';
+
+// ---------------------------------------------------------------------------------------
+// Limits and timing
+
+export const replicationLimits = {
+  /** Entries per append message. */
+  replicationBatchMax: 32,
+  /** Entries sent to one follower and not yet acknowledged (the pipeline depth). */
+  inflightEntriesMax: 128,
+  /** Client writes waiting for commit on one partition. */
+  pendingWritesMax: 128,
+  /** Deferred 412/404 answers waiting for in-flight writes to commit, per partition. */
+  pendingReadsMax: 128,
+  /** Recent entries the primary keeps in memory for resends; older ones mean a new catch-up. */
+  tailMax: 512,
+  /** Records per copy chunk (delta or full copy). */
+  copyChunkMax: 64,
+  /** Epochs remembered in a partition's history. Older positions get a full copy. */
+  historyMax: 64,
+  keyLengthMax: 512,
+  requestIdLengthMax: 128,
+} as const;
+
+assert(replicationLimits.replicationBatchMax <= replicationLimits.inflightEntriesMax, 'a batch fits the pipeline');
+assert(replicationLimits.pendingWritesMax <= replicationLimits.tailMax, 'every uncommitted entry stays in the tail');
+assert(replicationLimits.inflightEntriesMax <= replicationLimits.tailMax, 'the pipeline is resent from the tail');
+
+export interface RepTiming {
+  /** Lease requests go out with every heartbeat (200 ms). */
+  readonly heartbeatTicks: number;
+  /** A lease lasts this long from the tick its request was sent (800 ms). */
+  readonly leaseTicks: number;
+  /** The failure detector's suspicion timeout; leases must be shorter (1 s). */
+  readonly suspectTicks: number;
+  /** Resend period for sync, catch-up, copy requests and unacknowledged appends. */
+  readonly retransmitTicks: number;
+  /** A client write not acknowledged after this long answers 'timeout' (outcome unknown). */
+  readonly writeTimeoutTicks: number;
+}
+
+export const defaultRepTiming: RepTiming = {
+  heartbeatTicks: 4,
+  leaseTicks: 16,
+  suspectTicks: 20,
+  retransmitTicks: 4,
+  writeTimeoutTicks: 40,
+};
+
+export type RepMutation = 'ack-before-replicated' | 'read-without-lease' | null;
+
+export interface RepOptions {
+  readonly id: NodeId;
+  readonly clusterName: string;
+  readonly seed: number;
+  readonly timing?: Partial<RepTiming>;
+  readonly checkInvariants?: boolean;
+  /** Deliberately broken behaviour, only to prove that the simulator catches it. */
+  readonly testOnlyMutation?: RepMutation;
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages, persist ops, client operations, outputs
+
+interface RepBase {
+  readonly from: NodeId;
+  readonly clusterName: string;
+  /** The sender's config epoch (rule 1: fencing). */
+  readonly epoch: Epoch;
+}
+interface PartBase extends RepBase {
+  readonly partition: PartitionId;
+  /** Identifies one primary incarnation's term in this epoch. */
+  readonly session: number;
+}
+
+/** Node level, every heartbeat: a lease request, plus catch-up status for readyToActivate. */
+export interface RepHeartbeatMsg extends RepBase {
+  readonly type: 'rep-heartbeat';
+  readonly nonce: number;
+  readonly leaseId: number;
+  /** The epoch for which the sender is caught up on every partition it joins (0: not). */
+  readonly caughtUpEpoch: number;
+  /** Positions of partitions without any active member, for orphan recovery. */
+  readonly orphans: readonly (readonly [number, LogPosition | null])[];
+}
+/** A lease for the sender's current epoch (granted only at equal epochs). */
+export interface RepLeaseMsg extends RepBase {
+  readonly type: 'rep-lease';
+  readonly nonce: number;
+  readonly leaseId: number;
+}
+/** Primary -> follower: adopt this epoch and session, report your position. */
+export interface RepSyncMsg extends PartBase {
+  readonly type: 'rep-sync';
+}
+export interface RepSyncOkMsg extends PartBase {
+  readonly type: 'rep-sync-ok';
+  readonly pos: LogPosition | null;
+  readonly history: readonly HistoryEntry[];
+}
+/** Primary -> follower: how you catch up; live entries from liveFrom + 1 follow as appends. */
+export interface RepCatchupMsg extends PartBase {
+  readonly type: 'rep-catchup';
+  readonly mode: 'none' | 'delta' | 'full';
+  readonly fromSeq: Seq;
+  readonly liveFrom: Seq;
+  readonly liveFromEpoch: Epoch;
+  readonly history: readonly HistoryEntry[];
+}
+/** Ask a node at the same epoch for a chunk of its partition (records with seq > fromSeq for a delta). */
+export interface RepCopyReqMsg extends PartBase {
+  readonly type: 'rep-copy-req';
+  readonly mode: 'delta' | 'full';
+  readonly fromSeq: Seq;
+  readonly after: string | null;
+}
+export interface RepCopyChunkMsg extends PartBase {
+  readonly type: 'rep-copy-chunk';
+  readonly after: string | null;
+  readonly records: readonly (readonly [string, KvRecord])[];
+  /** Cursor for the next chunk, or null when this was the last. */
+  readonly next: string | null;
+  readonly pos: LogPosition;
+  readonly history: readonly HistoryEntry[];
+}
+export interface RepAppendMsg extends PartBase {
+  readonly type: 'rep-append';
+  readonly entries: readonly Entry[];
+}
+/** Follower -> primary: persisted contiguously up to `acked`; `resync`: I do not know your session. */
+export interface RepAckMsg extends PartBase {
+  readonly type: 'rep-ack';
+  readonly acked: Seq;
+  readonly caughtUp: boolean;
+  readonly resync: boolean;
+}
+/** Primary -> learner: you hold everything committed; from now on I wait for your acks. */
+export interface RepConfirmMsg extends PartBase {
+  readonly type: 'rep-confirm';
+}
+
+export type RepMessage =
+  | RepHeartbeatMsg
+  | RepLeaseMsg
+  | RepSyncMsg
+  | RepSyncOkMsg
+  | RepCatchupMsg
+  | RepCopyReqMsg
+  | RepCopyChunkMsg
+  | RepAppendMsg
+  | RepAckMsg
+  | RepConfirmMsg;
+
+export interface RepEnvelope {
+  readonly to: NodeId;
+  readonly msg: RepMessage;
+}
+
+/** What the replication layer writes. Records go to the data store, metas to its metadata. */
+export type RepPersistOp =
+  | { readonly kind: 'record'; readonly partition: PartitionId; readonly key: string; readonly record: KvRecord }
+  | { readonly kind: 'partition-meta'; readonly partition: PartitionId; readonly meta: PartitionMeta }
+  /** Drop every record of the partition (before a full copy). */
+  | { readonly kind: 'partition-reset'; readonly partition: PartitionId };
+
+export type Precondition = { readonly ifMatch?: readonly string[] | '*'; readonly ifNoneMatch?: '*' };
+
+export type ClientOp =
+  | { readonly type: 'get'; readonly key: string; readonly consistency: 'strong' | 'stale' }
+  | ({ readonly type: 'put'; readonly key: string; readonly value: Uint8Array } & Precondition)
+  | { readonly type: 'delete'; readonly key: string; readonly ifMatch?: readonly string[] | '*' };
+
+export type UnavailableReason = 'no-primary' | 'takeover' | 'too-few-in-sync' | 'no-lease' | 'busy' | 'invalid';
+
+/**
+ * How a client operation ends. 'unavailable' and 'not_primary' guarantee no effect.
+ * 'timeout': the outcome is unknown (the write may still commit), like an etcd timeout.
+ */
+export type ClientResult =
+  | { readonly status: 'ok'; readonly version: string; readonly created: boolean; readonly value?: Uint8Array }
+  | { readonly status: 'not_found' }
+  | { readonly status: 'precondition_failed' }
+  | { readonly status: 'unavailable'; readonly reason: UnavailableReason }
+  | { readonly status: 'not_primary'; readonly primary: NodeId | null }
+  | { readonly status: 'timeout' };
+
+export interface ClientReply {
+  readonly requestId: string;
+  readonly result: ClientResult;
+}
+
+export type RepEvent =
+  | { readonly type: 'version-conflict'; readonly partition: PartitionId; readonly key: string }
+  | { readonly type: 'serving'; readonly partition: PartitionId; readonly epoch: Epoch; readonly atTick: number }
+  | { readonly type: 'copy'; readonly partition: PartitionId; readonly mode: 'delta' | 'full'; readonly role: 'primary' | 'follower' }
+  | { readonly type: 'caught-up'; readonly partition: PartitionId; readonly epoch: Epoch }
+  | { readonly type: 'confirmed'; readonly partition: PartitionId; readonly learner: NodeId; readonly epoch: Epoch };
+
+export interface RepDropped {
+  readonly from: NodeId;
+  readonly type: string;
+  readonly reason: string;
+}
+
+/**
+ * The output of every call. The caller MUST carry it out in order: 1. PERSIST every op and
+ * fsync; 2. SEND; 3. REPLY. Readies are carried out in the order produced. A replica's ack
+ * leaving before its persist is durable would let the primary acknowledge a write that a
+ * crash then erases (the simulator's mutation test proves the check catches that).
+ */
+export interface RepReady {
+  readonly persist: RepPersistOp[];
+  readonly send: RepEnvelope[];
+  readonly replies: ClientReply[];
+  readonly events: RepEvent[];
+  readonly dropped: RepDropped[];
+}
+
+// ---------------------------------------------------------------------------------------
+// The node's replication record
+
+export interface Replication {
+  readonly id: NodeId;
+  readonly clusterName: string;
+  readonly timing: RepTiming;
+  readonly mutation: RepMutation;
+  readonly checkInvariants: boolean;
+  readonly store: StoreView;
+  readonly prng: Prng;
+  /** Distinguishes this incarnation's lease requests from a previous one's. */
+  readonly nonce: number;
+  now: number;
+  cfg: ClusterConfig | null;
+  ring: Ring | null;
+  adoptedTick: number;
+  partitions: PartitionState[];
+  /** Lease granted to us, per peer, valid while now < value (current epoch only). */
+  readonly leaseUntil: Map<NodeId, number>;
+  /** The epoch each peer last said it is caught up for. */
+  readonly peerCaughtUp: Map<NodeId, number>;
+  /** Each peer's incarnation nonce: a change means it restarted. */
+  readonly peerNonce: Map<NodeId, number>;
+  /** Orphan partitions: peer -> (epoch, position) reports. */
+  readonly orphanReports: Map<number, Map<NodeId, { epoch: number; pos: LogPosition | null }>>;
+  nextHeartbeatTick: number;
+  conflicts: number;
+}
+
+export function createReplication(opts: RepOptions, metas: ReadonlyMap<number, PartitionMeta>, store: StoreView): Replication {
+  const timing: RepTiming = { ...defaultRepTiming, ...opts.timing };
+  for (const [k, v] of Object.entries(timing)) assert(Number.isSafeInteger(v) && v >= 1, `timing.${k} must be a positive integer`);
+  assert(timing.heartbeatTicks < timing.leaseTicks, 'heartbeatTicks < leaseTicks');
+  assert(timing.leaseTicks < timing.suspectTicks, 'leaseTicks < suspectTicks (rule 3)');
+  const prng = createPrng(opts.seed);
+  const rep: Replication = {
+    id: opts.id,
+    clusterName: opts.clusterName,
+    timing,
+    mutation: opts.testOnlyMutation ?? null,
+    checkInvariants: opts.checkInvariants ?? false,
+    store,
+    prng,
+    nonce: nextU32(prng),
+    now: 0,
+    cfg: null,
+    ring: null,
+    adoptedTick: 0,
+    partitions: [],
+    leaseUntil: new Map(),
+    peerCaughtUp: new Map(),
+    peerNonce: new Map(),
+    orphanReports: new Map(),
+    nextHeartbeatTick: 0,
+    conflicts: 0,
+  };
+  restoredMetas.set(rep, metas);
+  return rep;
+}
+
+// Metas read from disk, consumed when the first config arrives (the partition count comes from it).
+const restoredMetas = new WeakMap<Replication, ReadonlyMap<number, PartitionMeta>>();
+
+/** Fold a persist op into the stored partition metadata (records belong to the data store). */
+export function applyRepPersistOp(metas: Map<number, PartitionMeta>, op: RepPersistOp): void {
+  if (op.kind === 'partition-meta') metas.set(op.partition, op.meta);
+}
+
+// ---------------------------------------------------------------------------------------
+// Views (HTTP layer, membership leader, simulator)
+
+export function roleOf(rep: Replication, p: number): Role {
+  return rep.partitions[p]?.role ?? 'none';
+}
+
+/** May this node, right now, acknowledge writes and serve strong reads for p? */
+export function canServe(rep: Replication, p: number): boolean {
+  const ps = rep.partitions[p];
+  if (ps === undefined || ps.primary === null) return false;
+  return servingGate(rep, ps) === null;
+}
+
+/** readyToActivate for the membership leader: has `id` reported itself caught up for cfg's epoch? */
+export function isCaughtUp(rep: Replication, id: NodeId, cfg: ClusterConfig): boolean {
+  if (id === rep.id) return rep.cfg !== null && rep.cfg.epoch === cfg.epoch && caughtUpEpoch(rep) === cfg.epoch;
+  return rep.peerCaughtUp.get(id) === cfg.epoch;
+}
+
+export function metaOf(rep: Replication, p: number): PartitionMeta | undefined {
+  return rep.partitions[p]?.meta;
+}
+
+// ---------------------------------------------------------------------------------------
+// Inputs
+
+export function setConfig(rep: Replication, cfg: ClusterConfig): RepReady {
+  const out = newReady();
+  if (rep.cfg !== null && cfg.epoch <= rep.cfg.epoch) return out;
+  if (rep.cfg === null) initPartitions(rep, cfg.partitions);
+  assert(rep.partitions.length === cfg.partitions, 'partition count is fixed for the life of the cluster');
+  rep.cfg = cfg;
+  rep.ring = buildRing(cfg);
+  rep.adoptedTick = rep.now;
+  rep.leaseUntil.clear(); // grants are per epoch
+  for (const ps of rep.partitions) {
+    endRoles(rep, out, ps);
+    ps.role = computeRole(rep, ps.id);
+    if (ps.role === 'primary') startTakeover(rep, out, ps);
+  }
+  return finish(rep, out);
+}
+
+export function tick(rep: Replication): RepReady {
+  const out = newReady();
+  rep.now += 1;
+  if (rep.cfg === null) return out;
+  if (rep.now >= rep.nextHeartbeatTick) {
+    sendHeartbeats(rep, out);
+    rep.nextHeartbeatTick = rep.now + rep.timing.heartbeatTicks;
+  }
+  for (const ps of rep.partitions) {
+    if (ps.primary !== null) onPrimaryTick(rep, out, ps, ps.primary);
+    else if (ps.follower !== null) onFollowerTick(rep, out, ps);
+    else if (ps.role === 'learner') onOrphanTick(rep, out, ps);
+  }
+  return finish(rep, out);
+}
+
+export function step(rep: Replication, msg: RepMessage): RepReady {
+  const out = newReady();
+  const drop = (reason: string): RepReady => {
+    out.dropped.push({ from: msg.from, type: String(msg.type), reason });
+    return out;
+  };
+  if (msg.clusterName !== rep.clusterName) return drop('wrong cluster name');
+  if (msg.from === rep.id) return drop('claims to come from this node');
+  const cfg = rep.cfg;
+  if (cfg === null) return drop('no config yet');
+  if (!Number.isSafeInteger(msg.epoch)) return drop('bad epoch');
+  // Rule 1: only equal epochs. Behind: refuse (the sender learns newer configs through
+  // membership). Ahead: we will learn it through membership; the sender retransmits.
+  if (msg.epoch !== cfg.epoch) return drop(msg.epoch < cfg.epoch ? 'older epoch (fenced)' : 'newer epoch: config not learned yet');
+  if (msg.type === 'rep-heartbeat') onHeartbeat(rep, out, msg);
+  else if (msg.type === 'rep-lease') onLease(rep, msg);
+  else {
+    const ps = rep.partitions[msg.partition];
+    if (ps === undefined || !Number.isInteger(msg.partition)) return drop('bad partition');
+    handlePartitionMsg(rep, out, ps, msg);
+  }
+  return finish(rep, out);
+}
+
+/** A client operation. Exactly one ClientReply with this requestId comes out, now or later. */
+export function submit(rep: Replication, requestId: string, op: ClientOp): RepReady {
+  const out = newReady();
+  onClientOp(rep, out, requestId, op);
+  return finish(rep, out);
+}
+
+function newReady(): RepReady {
+  return { persist: [], send: [], replies: [], events: [], dropped: [] };
+}
+
+function finish(rep: Replication, out: RepReady): RepReady {
+  if (rep.checkInvariants) checkRepInvariants(rep);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Roles
+
+function initPartitions(rep: Replication, count: number): void {
+  const metas = restoredMetas.get(rep) ?? new Map<number, PartitionMeta>();
+  for (let p = 0; p < count; p++) {
+    rep.partitions.push({ id: partitionId(p), meta: metas.get(p) ?? emptyMeta(), role: 'none', primary: null, follower: null, confirmedEpoch: 0, orphanPull: null });
+  }
+}
+
+function selfMember(rep: Replication): Member | undefined {
+  return rep.cfg?.members.find((m) => m.id === rep.id);
+}
+
+function statusOf(rep: Replication, id: NodeId): Member['status'] | undefined {
+  return rep.cfg?.members.find((m) => m.id === id)?.status;
+}
+
+function preference(rep: Replication, p: PartitionId): readonly NodeId[] {
+  return rep.ring === null ? [] : rep.ring.preference(p);
+}
+
+function primaryIdOf(rep: Replication, p: PartitionId): NodeId | null {
+  return rep.ring?.primaryOf(p) ?? null;
+}
+
+function computeRole(rep: Replication, p: PartitionId): Role {
+  if (!preference(rep, p).includes(rep.id)) return 'none';
+  if (primaryIdOf(rep, p) === rep.id) return 'primary';
+  const status = selfMember(rep)?.status;
+  if (status === 'active') return 'replica';
+  if (status === 'joining') return 'learner';
+  return 'none';
+}
+
+/** In-sync replicas of p in the current config: the other active members of its preference list. */
+function inSyncReplicas(rep: Replication, p: PartitionId): NodeId[] {
+  return preference(rep, p).filter((id) => id !== rep.id && statusOf(rep, id) === 'active');
+}
+
+/** Whose acknowledgements a commit needs (besides the primary's): in-sync replicas and confirmed learners. */
+function commitSet(rep: Replication, ps: PartitionState, pr: PrimaryState): NodeId[] {
+  const isr = inSyncReplicas(rep, ps.id);
+  for (const l of pr.confirmed) if (!isr.includes(l)) isr.push(l);
+  return isr;
+}
+
+/** Leave whatever role p had: unanswered writes get 'timeout' (they may still commit elsewhere). */
+function endRoles(rep: Replication, out: RepReady, ps: PartitionState): void {
+  const pr = ps.primary;
+  if (pr !== null) {
+    for (const w of pr.writes) out.replies.push({ requestId: w.requestId, result: { status: 'timeout' } });
+    for (const r of pr.reads) out.replies.push({ requestId: r.requestId, result: { status: 'timeout' } });
+  }
+  ps.primary = null;
+  ps.follower = null;
+  ps.confirmedEpoch = 0;
+  ps.orphanPull = null;
+}
+
+// ---------------------------------------------------------------------------------------
+// Primary: takeover (rule 4)
+
+function startTakeover(rep: Replication, out: RepReady, ps: PartitionState): void {
+  const cfg = rep.cfg;
+  assert(cfg !== null, 'a config');
+  const followers = new Map<NodeId, FollowerProgress>();
+  for (const id of preference(rep, ps.id)) {
+    const st = statusOf(rep, id);
+    if (id === rep.id || (st !== 'active' && st !== 'joining')) continue;
+    followers.set(id, newFollowerProgress(rep, id));
+  }
+  const confirmed = ps.meta.confirmed !== null && ps.meta.confirmed.epoch === cfg.epoch ? [...ps.meta.confirmed.learners] : [];
+  ps.primary = {
+    session: nextU32(rep.prng),
+    phase: 'sync',
+    adoptedTick: rep.now,
+    lastSyncOkTick: rep.now,
+    pull: null,
+    takeoverSeq: toSeq(0),
+    serveAfterTick: Infinity,
+    commitSeq: toSeq(0),
+    followers,
+    tail: [],
+    inflight: new Map(),
+    writes: [],
+    reads: [],
+    confirmed: confirmed.filter((l) => statusOf(rep, l) === 'joining'),
+  };
+  for (const f of followers.values()) sendSync(rep, out, ps, f);
+  advanceTakeover(rep, out, ps);
+}
+
+function newFollowerProgress(rep: Replication, id: NodeId): FollowerProgress {
+  return {
+    id,
+    session: nextU32(rep.prng),
+    catchupMode: 'full',
+    syncOk: false,
+    lastSyncSentTick: -Infinity,
+    pos: null,
+    history: [],
+    streaming: false,
+    liveFrom: toSeq(0),
+    lastCatchupSentTick: -Infinity,
+    acked: toSeq(0),
+    caughtUp: false,
+    sentUpTo: toSeq(0),
+    lastSendTick: -Infinity,
+  };
+}
+
+function sendSync(rep: Replication, out: RepReady, ps: PartitionState, f: FollowerProgress): void {
+  f.lastSyncSentTick = rep.now;
+  send(rep, out, f.id, { type: 'rep-sync', partition: ps.id, session: f.session });
+}
+
+function advanceTakeover(rep: Replication, out: RepReady, ps: PartitionState): void {
+  const pr = ps.primary;
+  if (pr === null) return;
+  const must = commitSet(rep, ps, pr);
+  if (pr.phase === 'sync') {
+    if (!must.every((id) => pr.followers.get(id)?.syncOk === true)) return;
+    // The most advanced log among us and the in-sync replicas wins (ties: ours).
+    let best: FollowerProgress | null = null;
+    for (const id of must) {
+      const f = pr.followers.get(id)!;
+      if (comparePositions(f.pos, best === null ? ps.meta.pos : best.pos) > 0) best = f;
+    }
+    if (best !== null && best.pos !== null) {
+      const mine = ps.meta.pos;
+      const mode = mine !== null && onHistory(best.history, best.pos, mine) ? 'delta' : 'full';
+      pr.phase = 'pull';
+      pr.pull = { source: best.id, mode, fromSeq: mine === null || mode === 'full' ? toSeq(0) : mine.seq, after: null, lastReqTick: rep.now };
+      if (mode === 'full') {
+        out.persist.push({ kind: 'partition-reset', partition: ps.id });
+        writeMeta(out, ps, { ...ps.meta, pos: null, history: [] });
+      } else {
+        writeMeta(out, ps, { ...ps.meta, pos: null });
+      }
+      out.events.push({ type: 'copy', partition: ps.id, mode, role: 'primary' });
+      sendPullReq(rep, out, ps);
+      return;
+    }
+    if (ps.meta.pos === null) return; // nobody holds a complete copy: stay unavailable
+    beginAlign(rep, out, ps);
+    return;
+  }
+  if (pr.phase === 'align') {
+    const aligned = must.every((id) => {
+      const f = pr.followers.get(id);
+      return f !== undefined && f.caughtUp && f.acked >= pr.takeoverSeq;
+    });
+    if (!aligned) return;
+    pr.commitSeq = pr.takeoverSeq;
+    // Rule 3: wait out any lease granted for an older epoch by us (until we adopted this
+    // one) or by an in-sync replica (until it answered our sync). +1 for tick granularity.
+    pr.serveAfterTick = Math.max(pr.adoptedTick, pr.lastSyncOkTick) + rep.timing.leaseTicks + 1;
+    pr.phase = 'serving';
+    const cfg = rep.cfg!;
+    out.events.push({ type: 'serving', partition: ps.id, epoch: cfg.epoch, atTick: pr.serveAfterTick });
+  }
+}
+
+function sendPullReq(rep: Replication, out: RepReady, ps: PartitionState): void {
+  const pr = ps.primary!;
+  const pull = pr.pull!;
+  pull.lastReqTick = rep.now;
+  send(rep, out, pull.source, { type: 'rep-copy-req', partition: ps.id, session: pr.session, mode: pull.mode, fromSeq: pull.fromSeq, after: pull.after });
+}
+
+/** Our log is the most advanced: mark the new epoch in the history and bring the followers to it. */
+function beginAlign(rep: Replication, out: RepReady, ps: PartitionState): void {
+  const pr = ps.primary!;
+  const pos = ps.meta.pos;
+  assert(pos !== null, 'a complete log before aligning');
+  const cfg = rep.cfg!;
+  writeMeta(out, ps, { ...ps.meta, history: extendHistory(ps.meta.history, cfg.epoch, toSeq(pos.seq + 1), replicationLimits.historyMax) });
+  pr.takeoverSeq = pos.seq;
+  pr.commitSeq = toSeq(0);
+  pr.phase = 'align';
+  for (const f of pr.followers.values()) if (f.syncOk) startCatchup(rep, out, ps, f);
+  advanceTakeover(rep, out, ps);
+}
+
+/** Tell a synced follower how it catches up: nothing, a delta, or a full copy (rule 5). */
+function startCatchup(rep: Replication, out: RepReady, ps: PartitionState, f: FollowerProgress): void {
+  const pr = ps.primary!;
+  const mine = ps.meta.pos;
+  assert(mine !== null, 'the primary holds a complete log');
+  let mode: 'none' | 'delta' | 'full' = 'full';
+  if (f.pos !== null && onHistory(ps.meta.history, mine, f.pos)) mode = comparePositions(f.pos, mine) === 0 ? 'none' : 'delta';
+  f.streaming = true;
+  f.catchupMode = mode;
+  f.liveFrom = mine.seq;
+  f.acked = mine.seq;
+  f.sentUpTo = mine.seq;
+  f.caughtUp = false;
+  sendCatchup(rep, out, ps, f, mine.epoch);
+  void pr;
+}
+
+function sendCatchup(rep: Replication, out: RepReady, ps: PartitionState, f: FollowerProgress, liveFromEpoch: Epoch): void {
+  f.lastCatchupSentTick = rep.now;
+  send(rep, out, f.id, {
+    type: 'rep-catchup',
+    partition: ps.id,
+    session: f.session,
+    mode: f.catchupMode,
+    fromSeq: f.catchupMode === 'delta' && f.pos !== null ? f.pos.seq : toSeq(0),
+    liveFrom: f.liveFrom,
+    liveFromEpoch,
+    history: historyUpTo(ps.meta.history, f.liveFrom),
+  });
+}
+
+function resync(rep: Replication, out: RepReady, ps: PartitionState, f: FollowerProgress): void {
+  Object.assign(f, newFollowerProgress(rep, f.id));
+  sendSync(rep, out, ps, f);
+}
+
+// ---------------------------------------------------------------------------------------
+// Primary: commit (rule 2) and leases (rule 3)
+
+/** Why the primary may not serve right now, or null if it may. */
+function servingGate(rep: Replication, ps: PartitionState): UnavailableReason | null {
+  const pr = ps.primary;
+  const cfg = rep.cfg;
+  if (pr === null || cfg === null) return 'no-primary';
+  if (pr.phase !== 'serving' || rep.now < pr.serveAfterTick) return 'takeover';
+  const set = commitSet(rep, ps, pr);
+  if (set.length + 1 < cfg.minInSync) return 'too-few-in-sync';
+  if (rep.mutation === 'read-without-lease') return null;
+  for (const id of set) if ((rep.leaseUntil.get(id) ?? -Infinity) <= rep.now) return 'no-lease';
+  return null;
+}
+
+function advanceCommit(rep: Replication, out: RepReady, ps: PartitionState): void {
+  const pr = ps.primary;
+  if (pr === null || pr.phase !== 'serving' || ps.meta.pos === null) return;
+  let target = ps.meta.pos.seq;
+  if (rep.mutation !== 'ack-before-replicated') {
+    const set = commitSet(rep, ps, pr);
+    // Too few copies: nothing commits, but learners can still be confirmed (and restore them).
+    if (set.length + 1 < rep.cfg!.minInSync) target = pr.commitSeq;
+    for (const id of set) {
+      const f = pr.followers.get(id);
+      target = f !== undefined && f.caughtUp ? toSeq(Math.min(target, f.acked)) : pr.commitSeq;
+    }
+  }
+  if (target > pr.commitSeq) {
+    for (const e of pr.tail) {
+      if (e.seq <= pr.commitSeq || e.seq > target) continue;
+      const inf = pr.inflight.get(e.key);
+      if (inf === undefined) continue;
+      inf.seqs.shift();
+      // Apply after commit: readers now see this entry's value.
+      if (inf.seqs.length === 0) pr.inflight.delete(e.key);
+      else inf.before = e.record;
+    }
+    pr.commitSeq = target;
+  }
+  flushReplies(rep, out, ps, pr);
+  confirmLearners(rep, out, ps, pr);
+  trimTail(pr);
+}
+
+/** Answer what the commit point allows, but only under a valid lease. */
+function flushReplies(rep: Replication, out: RepReady, ps: PartitionState, pr: PrimaryState): void {
+  if (servingGate(rep, ps) !== null) return;
+  while (pr.writes.length > 0 && pr.writes[0]!.seq <= pr.commitSeq) {
+    const w = pr.writes.shift()!;
+    out.replies.push({ requestId: w.requestId, result: { status: 'ok', version: w.version, created: w.created } });
+  }
+  for (let i = 0; i < pr.reads.length; ) {
+    const r = pr.reads[i]!;
+    if (r.waitSeq <= pr.commitSeq) {
+      pr.reads.splice(i, 1);
+      out.replies.push({ requestId: r.requestId, result: { status: r.result } });
+    } else i++;
+  }
+}
+
+/** Rule 5: a learner that holds everything committed is confirmed; the primary waits for it from now on. */
+function confirmLearners(rep: Replication, out: RepReady, ps: PartitionState, pr: PrimaryState): void {
+  const cfg = rep.cfg!;
+  let changed = false;
+  for (const f of pr.followers.values()) {
+    if (statusOf(rep, f.id) !== 'joining' || pr.confirmed.includes(f.id)) continue;
+    if (!f.caughtUp || f.acked < pr.commitSeq) continue;
+    pr.confirmed.push(f.id);
+    changed = true;
+    out.events.push({ type: 'confirmed', partition: ps.id, learner: f.id, epoch: cfg.epoch });
+  }
+  if (changed) writeMeta(out, ps, { ...ps.meta, confirmed: { epoch: cfg.epoch, learners: [...pr.confirmed] } });
+  // Tell the new ones at once; the tick repeats it for every confirmed learner (lost messages).
+  if (!changed) return;
+  for (const l of pr.confirmed) {
+    const f = pr.followers.get(l);
+    if (f !== undefined) send(rep, out, l, { type: 'rep-confirm', partition: ps.id, session: f.session });
+  }
+}
+
+function trimTail(pr: PrimaryState): void {
+  let floor = pr.commitSeq;
+  for (const f of pr.followers.values()) if (f.streaming) floor = toSeq(Math.min(floor, f.acked));
+  while (pr.tail.length > 0) {
+    const first = pr.tail[0]!;
+    if (first.seq > pr.commitSeq) break;
+    if (first.seq > floor && pr.tail.length <= replicationLimits.tailMax) break;
+    pr.tail.shift();
+  }
+}
+
+function sendAppends(rep: Replication, out: RepReady, ps: PartitionState, f: FollowerProgress): void {
+  const pr = ps.primary!;
+  if (!f.streaming || ps.meta.pos === null) return;
+  const last = ps.meta.pos.seq;
+  const upTo = Math.min(last, f.acked + replicationLimits.inflightEntriesMax);
+  let from = f.sentUpTo + 1;
+  if (from > upTo) return;
+  const first = pr.tail[0];
+  if (first === undefined || first.seq > from) {
+    resync(rep, out, ps, f); // the entries it needs left the tail: catch up again
+    return;
+  }
+  while (from <= upTo) {
+    const to = Math.min(upTo, from + replicationLimits.replicationBatchMax - 1);
+    const entries = pr.tail.slice(from - first.seq, to - first.seq + 1);
+    send(rep, out, f.id, { type: 'rep-append', partition: ps.id, session: f.session, entries });
+    from = to + 1;
+  }
+  f.sentUpTo = toSeq(upTo);
+  f.lastSendTick = rep.now;
+}
+
+function onPrimaryTick(rep: Replication, out: RepReady, ps: PartitionState, pr: PrimaryState): void {
+  const t = rep.timing;
+  for (const f of pr.followers.values()) {
+    if (!f.syncOk) {
+      if (rep.now - f.lastSyncSentTick >= t.retransmitTicks) sendSync(rep, out, ps, f);
+      continue;
+    }
+    if (!f.streaming) continue;
+    if (!f.caughtUp && rep.now - f.lastCatchupSentTick >= 2 * t.retransmitTicks) {
+      // The follower drives its copy; resending the announcement is idempotent. The epoch
+      // of the entry at liveFrom is the last history epoch starting at or before it.
+      let e = ps.meta.pos!.epoch;
+      for (const h of ps.meta.history) if (h.startSeq <= f.liveFrom) e = h.epoch;
+      sendCatchup(rep, out, ps, f, e);
+    }
+    if (pr.confirmed.includes(f.id) && rep.now % t.heartbeatTicks === 0) {
+      send(rep, out, f.id, { type: 'rep-confirm', partition: ps.id, session: f.session });
+    }
+    if (f.sentUpTo > f.acked && rep.now - f.lastSendTick >= t.retransmitTicks) f.sentUpTo = f.acked;
+    sendAppends(rep, out, ps, f);
+  }
+  if (pr.phase === 'pull' && pr.pull !== null && rep.now - pr.pull.lastReqTick >= t.retransmitTicks) sendPullReq(rep, out, ps);
+  // Deadlines: the outcome of a timed-out write is unknown (it may still commit).
+  for (let i = 0; i < pr.writes.length; ) {
+    const w = pr.writes[i]!;
+    if (rep.now >= w.deadlineTick) {
+      pr.writes.splice(i, 1);
+      out.replies.push({ requestId: w.requestId, result: { status: 'timeout' } });
+    } else i++;
+  }
+  for (let i = 0; i < pr.reads.length; ) {
+    const r = pr.reads[i]!;
+    if (rep.now >= r.deadlineTick) {
+      pr.reads.splice(i, 1);
+      out.replies.push({ requestId: r.requestId, result: { status: 'timeout' } });
+    } else i++;
+  }
+  advanceCommit(rep, out, ps);
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages
+
+function handlePartitionMsg(rep: Replication, out: RepReady, ps: PartitionState, msg: Exclude<RepMessage, RepHeartbeatMsg | RepLeaseMsg>): void {
+  switch (msg.type) {
+    case 'rep-sync':
+      return onSync(rep, out, ps, msg);
+    case 'rep-sync-ok':
+      return onSyncOk(rep, out, ps, msg);
+    case 'rep-catchup':
+      return onCatchup(rep, out, ps, msg);
+    case 'rep-copy-req':
+      return onCopyReq(rep, out, ps, msg);
+    case 'rep-copy-chunk':
+      return onCopyChunk(rep, out, ps, msg);
+    case 'rep-append':
+      return onAppend(rep, out, ps, msg);
+    case 'rep-ack':
+      return onAck(rep, out, ps, msg);
+    case 'rep-confirm':
+      return onConfirm(rep, out, ps, msg);
+  }
+}
+
+function onHeartbeat(rep: Replication, out: RepReady, msg: RepHeartbeatMsg): void {
+  // Rule 3: grant only for our own (equal) epoch; step() already refused other epochs.
+  send(rep, out, msg.from, { type: 'rep-lease', nonce: msg.nonce, leaseId: msg.leaseId });
+  const before = rep.peerNonce.get(msg.from);
+  rep.peerNonce.set(msg.from, msg.nonce);
+  if (before !== undefined && before !== msg.nonce) {
+    // The peer restarted: its follower sessions are gone; start its streams again.
+    for (const ps of rep.partitions) {
+      const f = ps.primary?.followers.get(msg.from);
+      if (f !== undefined && f.syncOk) resync(rep, out, ps, f);
+    }
+  }
+  rep.peerCaughtUp.set(msg.from, msg.caughtUpEpoch);
+  if (!Array.isArray(msg.orphans)) return;
+  for (const item of msg.orphans) {
+    const [p, pos] = item;
+    if (!Number.isInteger(p) || p < 0 || p >= rep.partitions.length) continue;
+    let m = rep.orphanReports.get(p);
+    if (m === undefined) rep.orphanReports.set(p, (m = new Map()));
+    m.set(msg.from, { epoch: msg.epoch, pos });
+  }
+}
+
+function onLease(rep: Replication, msg: RepLeaseMsg): void {
+  if (msg.nonce !== rep.nonce || !Number.isSafeInteger(msg.leaseId) || msg.leaseId > rep.now) return;
+  const until = msg.leaseId + rep.timing.leaseTicks;
+  if (until > (rep.leaseUntil.get(msg.from) ?? -Infinity)) rep.leaseUntil.set(msg.from, until);
+}
+
+function onSync(rep: Replication, out: RepReady, ps: PartitionState, msg: RepSyncMsg): void {
+  if ((ps.role !== 'replica' && ps.role !== 'learner') || primaryIdOf(rep, ps.id) !== msg.from) {
+    out.dropped.push({ from: msg.from, type: msg.type, reason: 'sender is not our primary' });
+    return;
+  }
+  if (ps.follower === null || ps.follower.session !== msg.session || ps.follower.primary !== msg.from) {
+    ps.follower = { primary: msg.from, session: msg.session, copy: null, liveNext: null, livePos: null };
+  }
+  send(rep, out, msg.from, { type: 'rep-sync-ok', partition: ps.id, session: msg.session, pos: ps.meta.pos, history: ps.meta.history });
+}
+
+function onSyncOk(rep: Replication, out: RepReady, ps: PartitionState, msg: RepSyncOkMsg): void {
+  const pr = ps.primary;
+  const f = pr?.followers.get(msg.from);
+  if (pr === null || f === undefined || msg.session !== f.session || f.syncOk) return;
+  f.syncOk = true;
+  f.pos = msg.pos;
+  f.history = Array.isArray(msg.history) ? msg.history : [];
+  if (commitSet(rep, ps, pr).includes(f.id)) pr.lastSyncOkTick = Math.max(pr.lastSyncOkTick, rep.now);
+  if (pr.phase === 'sync') advanceTakeover(rep, out, ps);
+  else if (pr.phase === 'align' || pr.phase === 'serving') startCatchup(rep, out, ps, f);
+}
+
+function onCatchup(rep: Replication, out: RepReady, ps: PartitionState, msg: RepCatchupMsg): void {
+  const fs = ps.follower;
+  if (fs === null || fs.session !== msg.session || fs.primary !== msg.from) return askResync(rep, out, ps, msg);
+  if (fs.liveNext !== null) {
+    // A retransmission: repeat where we are.
+    if (fs.copy === null) ackPrimary(rep, out, ps, true);
+    else if (!fs.copy.done) sendCopyReq(rep, out, ps);
+    return;
+  }
+  fs.liveNext = toSeq(msg.liveFrom + 1);
+  fs.livePos = { epoch: msg.liveFromEpoch, seq: msg.liveFrom };
+  if (msg.mode === 'none') {
+    writeMeta(out, ps, { ...ps.meta, pos: { epoch: msg.liveFromEpoch, seq: msg.liveFrom }, history: historyUpTo(msg.history, msg.liveFrom) });
+    out.events.push({ type: 'caught-up', partition: ps.id, epoch: rep.cfg!.epoch });
+    ackPrimary(rep, out, ps, true);
+    return;
+  }
+  // The position is invalid until the copy completes: a crash mid-copy means a full copy.
+  if (msg.mode === 'full') {
+    out.persist.push({ kind: 'partition-reset', partition: ps.id });
+    writeMeta(out, ps, { ...ps.meta, pos: null, history: [] });
+  } else {
+    writeMeta(out, ps, { ...ps.meta, pos: null });
+  }
+  fs.copy = { mode: msg.mode, fromSeq: msg.fromSeq, after: null, done: false, lastReqTick: rep.now, liveFromEpoch: msg.liveFromEpoch, history: historyUpTo(msg.history, msg.liveFrom) };
+  out.events.push({ type: 'copy', partition: ps.id, mode: msg.mode, role: 'follower' });
+  sendCopyReq(rep, out, ps);
+}
+
+function sendCopyReq(rep: Replication, out: RepReady, ps: PartitionState): void {
+  const fs = ps.follower!;
+  const c = fs.copy!;
+  c.lastReqTick = rep.now;
+  send(rep, out, fs.primary, { type: 'rep-copy-req', partition: ps.id, session: fs.session, mode: c.mode, fromSeq: c.fromSeq, after: c.after });
+}
+
+/** Serve a chunk of our partition to a node at the same epoch (a follower catching up, or a new primary pulling). */
+function onCopyReq(rep: Replication, out: RepReady, ps: PartitionState, msg: RepCopyReqMsg): void {
+  const pos = ps.meta.pos;
+  if (pos === null || ps.role === 'none') return; // no complete copy to give
+  const scanned = rep.store.scan(ps.id, msg.after, replicationLimits.copyChunkMax);
+  const next = scanned.length < replicationLimits.copyChunkMax ? null : scanned[scanned.length - 1]!.key;
+  const records = scanned.filter((r) => msg.mode === 'full' || r.record.seq > msg.fromSeq).map((r) => [r.key, r.record] as const);
+  send(rep, out, msg.from, { type: 'rep-copy-chunk', partition: ps.id, session: msg.session, after: msg.after, records, next, pos, history: ps.meta.history });
+}
+
+function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: RepCopyChunkMsg): void {
+  const pr = ps.primary;
+  if (pr !== null) {
+    const pull = pr.pull;
+    if (pr.phase !== 'pull' || pull === null || msg.session !== pr.session || msg.from !== pull.source || msg.after !== pull.after) return;
+    for (const [key, record] of msg.records) applyIncoming(rep, out, ps, key, record);
+    if (msg.next !== null) {
+      pull.after = msg.next;
+      sendPullReq(rep, out, ps);
+      return;
+    }
+    // We now hold the source's log: adopt its position and history.
+    writeMeta(out, ps, { ...ps.meta, pos: msg.pos, history: historyUpTo(msg.history, msg.pos.seq) });
+    pr.pull = null;
+    beginAlign(rep, out, ps);
+    return;
+  }
+  const op = ps.orphanPull;
+  if (op !== null) {
+    if (msg.session !== op.session || msg.from !== op.source || msg.after !== op.after) return;
+    if (comparePositions(msg.pos, op.expect) !== 0) {
+      ps.orphanPull = null; // the source moved (it restarted): our copy is mixed; pos stays null, start over
+      return;
+    }
+    for (const [key, record] of msg.records) applyIncoming(rep, out, ps, key, record);
+    if (msg.next !== null) {
+      op.after = msg.next;
+      sendOrphanReq(rep, out, ps);
+      return;
+    }
+    writeMeta(out, ps, { ...ps.meta, pos: msg.pos, history: historyUpTo(msg.history, msg.pos.seq) });
+    ps.orphanPull = null;
+    return;
+  }
+  const fs = ps.follower;
+  const c = fs?.copy ?? null;
+  if (fs === null || c === null || c.done || msg.session !== fs.session || msg.from !== fs.primary || msg.after !== c.after) return;
+  for (const [key, record] of msg.records) applyIncoming(rep, out, ps, key, record);
+  if (msg.next !== null) {
+    c.after = msg.next;
+    sendCopyReq(rep, out, ps);
+    return;
+  }
+  c.done = true;
+  finishCopy(rep, out, ps);
+}
+
+/** The copy is complete and live entries are contiguous from liveFrom: we hold the primary's log. */
+function finishCopy(rep: Replication, out: RepReady, ps: PartitionState): void {
+  const fs = ps.follower!;
+  const c = fs.copy!;
+  writeMeta(out, ps, { ...ps.meta, pos: fs.livePos, history: c.history });
+  fs.copy = null;
+  out.events.push({ type: 'caught-up', partition: ps.id, epoch: rep.cfg!.epoch });
+  ackPrimary(rep, out, ps, true);
+}
+
+function onAppend(rep: Replication, out: RepReady, ps: PartitionState, msg: RepAppendMsg): void {
+  const fs = ps.follower;
+  if (fs === null || fs.session !== msg.session || fs.primary !== msg.from) return askResync(rep, out, ps, msg);
+  if (fs.liveNext === null || !Array.isArray(msg.entries)) return;
+  for (const e of msg.entries) {
+    if (e.seq < fs.liveNext) continue;
+    if (e.seq > fs.liveNext) break; // a gap: our ack tells the primary where to resume
+    applyIncoming(rep, out, ps, e.key, e.record);
+    fs.liveNext = toSeq(e.seq + 1);
+    fs.livePos = { epoch: e.record.epoch, seq: e.seq };
+    const history = extendHistory(fs.copy !== null ? fs.copy.history : ps.meta.history, e.record.epoch, e.seq, replicationLimits.historyMax);
+    if (fs.copy !== null) fs.copy.history = history;
+    else writeMeta(out, ps, { ...ps.meta, pos: fs.livePos, history });
+  }
+  ackPrimary(rep, out, ps, fs.copy === null);
+}
+
+/** A message from our primary in a stream we do not know (we restarted, or a sync was lost): start over. */
+function askResync(rep: Replication, out: RepReady, ps: PartitionState, msg: RepCatchupMsg | RepAppendMsg | RepConfirmMsg): void {
+  if ((ps.role !== 'replica' && ps.role !== 'learner') || primaryIdOf(rep, ps.id) !== msg.from) return;
+  send(rep, out, msg.from, { type: 'rep-ack', partition: ps.id, session: msg.session, acked: toSeq(0), caughtUp: false, resync: true });
+}
+
+function ackPrimary(rep: Replication, out: RepReady, ps: PartitionState, caughtUp: boolean): void {
+  const fs = ps.follower!;
+  send(rep, out, fs.primary, {
+    type: 'rep-ack',
+    partition: ps.id,
+    session: fs.session,
+    acked: toSeq((fs.liveNext ?? 1) - 1),
+    caughtUp,
+    resync: false,
+  });
+}
+
+function onAck(rep: Replication, out: RepReady, ps: PartitionState, msg: RepAckMsg): void {
+  const pr = ps.primary;
+  const f = pr?.followers.get(msg.from);
+  if (pr === null || f === undefined || msg.session !== f.session) return;
+  if (msg.resync) {
+    if (f.syncOk) resync(rep, out, ps, f);
+    return;
+  }
+  if (!f.streaming || !Number.isSafeInteger(msg.acked)) return;
+  if (msg.acked > f.acked) f.acked = toSeq(Math.min(msg.acked, ps.meta.pos?.seq ?? 0));
+  if (msg.caughtUp) f.caughtUp = true;
+  if (f.sentUpTo < f.acked) f.sentUpTo = f.acked;
+  if (pr.phase === 'align') advanceTakeover(rep, out, ps);
+  else if (pr.phase === 'serving') {
+    advanceCommit(rep, out, ps);
+    sendAppends(rep, out, ps, f);
+  }
+}
+
+function onConfirm(rep: Replication, out: RepReady, ps: PartitionState, msg: RepConfirmMsg): void {
+  const fs = ps.follower;
+  if (fs === null || fs.session !== msg.session || fs.primary !== msg.from) return askResync(rep, out, ps, msg);
+  if (ps.role === 'learner' && fs.copy === null && fs.liveNext !== null) ps.confirmedEpoch = rep.cfg!.epoch;
+}
+
+function onFollowerTick(rep: Replication, out: RepReady, ps: PartitionState): void {
+  const c = ps.follower?.copy;
+  if (c !== null && c !== undefined && !c.done && rep.now - c.lastReqTick >= rep.timing.retransmitTicks) sendCopyReq(rep, out, ps);
+}
+
+/** Rule 7 for replication and catch-up: apply only if the incoming version descends from ours. */
+function applyIncoming(rep: Replication, out: RepReady, ps: PartitionState, key: string, record: KvRecord): void {
+  const stored = rep.store.get(ps.id, key);
+  const verdict = judgeIncoming(stored, record);
+  if (verdict === 'skip') return;
+  if (verdict === 'conflict') {
+    rep.conflicts += 1;
+    out.events.push({ type: 'version-conflict', partition: ps.id, key });
+    if (stored !== undefined && conflictWinner(stored, record) === stored) return;
+  }
+  out.persist.push({ kind: 'record', partition: ps.id, key, record });
+}
+
+// ---------------------------------------------------------------------------------------
+// Heartbeats, leases, catch-up status
+
+function sendHeartbeats(rep: Replication, out: RepReady): void {
+  const cfg = rep.cfg!;
+  const orphans = orphanPositions(rep);
+  const caught = caughtUpEpoch(rep);
+  for (const m of cfg.members) {
+    if (m.id === rep.id) continue;
+    send(rep, out, m.id, { type: 'rep-heartbeat', nonce: rep.nonce, leaseId: rep.now, caughtUpEpoch: caught, orphans });
+  }
+}
+
+/** Partitions where we are a joining member and no member of the preference list is active. */
+function isOrphan(rep: Replication, p: PartitionId): boolean {
+  const pref = preference(rep, p);
+  return pref.includes(rep.id) && pref.every((id) => statusOf(rep, id) !== 'active');
+}
+
+function orphanPositions(rep: Replication): [number, LogPosition | null][] {
+  if (selfMember(rep)?.status !== 'joining') return [];
+  const out: [number, LogPosition | null][] = [];
+  for (const ps of rep.partitions) if (isOrphan(rep, ps.id)) out.push([ps.id, ps.meta.pos]);
+  return out;
+}
+
+/**
+ * Orphan recovery: no member of p's preference list is active, so no primary can confirm
+ * anyone. If every member of the list is joining (all alive, none down) and has reported
+ * its position for this epoch, the most advanced one holds everything ever committed (a
+ * commit needed every in-sync copy) and may be activated. With a member down, wait.
+ */
+function orphanConfirmed(rep: Replication, ps: PartitionState): boolean {
+  const cfg = rep.cfg!;
+  const mine = ps.meta.pos;
+  if (mine === null || !isOrphan(rep, ps.id)) return false;
+  const reports = rep.orphanReports.get(ps.id);
+  for (const id of preference(rep, ps.id)) {
+    if (id === rep.id) continue;
+    if (statusOf(rep, id) !== 'joining') return false;
+    const r = reports?.get(id);
+    if (r === undefined || r.epoch !== cfg.epoch) return false;
+    if (comparePositions(r.pos, mine) > 0) return false;
+  }
+  return true;
+}
+
+/**
+ * Orphan recovery, the data side: when every member of an orphan partition has reported
+ * and one is strictly ahead of us, copy its log (delta if our position is on its history,
+ * else full). Its position is static: no primary exists in this epoch, and members refuse
+ * older epochs. Afterwards we tie with it, and either of us may be activated.
+ */
+function onOrphanTick(rep: Replication, out: RepReady, ps: PartitionState): void {
+  const op = ps.orphanPull;
+  if (op !== null) {
+    if (rep.now - op.lastReqTick >= rep.timing.retransmitTicks) sendOrphanReq(rep, out, ps);
+    return;
+  }
+  if (!isOrphan(rep, ps.id) || rep.now % rep.timing.heartbeatTicks !== 0) return;
+  const reports = rep.orphanReports.get(ps.id);
+  let best: { id: NodeId; pos: LogPosition } | null = null;
+  for (const id of preference(rep, ps.id)) {
+    if (id === rep.id) continue;
+    const r = reports?.get(id);
+    if (r === undefined || r.epoch !== rep.cfg!.epoch) return; // wait for everyone
+    if (r.pos !== null && comparePositions(r.pos, best?.pos ?? ps.meta.pos) > 0) best = { id, pos: r.pos };
+  }
+  if (best === null) return;
+  // The source's history is not in its report: a delta only from the empty position, else a full copy.
+  const mine = ps.meta.pos;
+  const mode = mine !== null && mine.seq === 0 ? 'delta' : 'full';
+  if (mode === 'full') out.persist.push({ kind: 'partition-reset', partition: ps.id });
+  writeMeta(out, ps, { ...ps.meta, pos: null, history: mode === 'full' ? [] : ps.meta.history });
+  ps.orphanPull = { source: best.id, expect: best.pos, session: nextU32(rep.prng), mode, fromSeq: toSeq(0), after: null, lastReqTick: rep.now };
+  out.events.push({ type: 'copy', partition: ps.id, mode, role: 'follower' });
+  sendOrphanReq(rep, out, ps);
+}
+
+function sendOrphanReq(rep: Replication, out: RepReady, ps: PartitionState): void {
+  const op = ps.orphanPull!;
+  op.lastReqTick = rep.now;
+  send(rep, out, op.source, { type: 'rep-copy-req', partition: ps.id, session: op.session, mode: op.mode, fromSeq: op.fromSeq, after: op.after });
+}
+
+/** The epoch for which this (joining) node holds everything committed on all its partitions, else 0. */
+function caughtUpEpoch(rep: Replication): number {
+  const cfg = rep.cfg;
+  if (cfg === null || selfMember(rep)?.status !== 'joining') return 0;
+  for (const ps of rep.partitions) {
+    if (!preference(rep, ps.id).includes(rep.id)) continue;
+    if (ps.confirmedEpoch === cfg.epoch) continue;
+    if (orphanConfirmed(rep, ps)) continue;
+    return 0;
+  }
+  return cfg.epoch;
+}
+
+// ---------------------------------------------------------------------------------------
+// Client operations
+
+function onClientOp(rep: Replication, out: RepReady, requestId: string, op: ClientOp): void {
+  const reply = (result: ClientResult): void => {
+    out.replies.push({ requestId, result });
+  };
+  const cfg = rep.cfg;
+  if (typeof op.key !== 'string' || op.key.length === 0 || op.key.length > replicationLimits.keyLengthMax) {
+    return reply({ status: 'unavailable', reason: 'invalid' });
+  }
+  if (cfg === null) return reply({ status: 'unavailable', reason: 'no-primary' });
+  const p = partitionOf(op.key, cfg.partitions);
+  const ps = rep.partitions[p]!;
+  if (op.type === 'get' && op.consistency === 'stale') {
+    // Any copy that is complete may answer; it may lag, never invent.
+    if (ps.role === 'none' || ps.meta.pos === null) return reply({ status: 'not_primary', primary: primaryIdOf(rep, ps.id) });
+    return reply(readResult(ps.primary !== null ? committedRecord(rep, ps, op.key) : rep.store.get(ps.id, op.key)));
+  }
+  const pr = ps.primary;
+  if (pr === null) return reply({ status: 'not_primary', primary: primaryIdOf(rep, ps.id) });
+  const gate = servingGate(rep, ps);
+  if (gate !== null) return reply({ status: 'unavailable', reason: gate });
+  if (op.type === 'get') return reply(readResult(committedRecord(rep, ps, op.key)));
+  // Preconditions are checked against the newest write, in flight or not, so two
+  // compare-and-sets on one version cannot both pass. A failure decided against an
+  // uncommitted write waits for it to commit (else it could be a lie if that write is lost).
+  const newest = rep.store.get(ps.id, op.key);
+  const exists = newest !== undefined && newest.value !== null;
+  const version = exists ? versionOf(newest.clock) : null;
+  const ifMatch = op.ifMatch;
+  let failure: 'precondition_failed' | 'not_found' | null = null;
+  if (ifMatch === '*' && !exists) failure = 'precondition_failed';
+  else if (Array.isArray(ifMatch) && (version === null || !ifMatch.includes(version))) failure = 'precondition_failed';
+  else if (op.type === 'put' && op.ifNoneMatch === '*' && exists) failure = 'precondition_failed';
+  else if (op.type === 'delete' && !exists) failure = 'not_found';
+  if (failure !== null) {
+    const inf = pr.inflight.get(op.key);
+    if (inf === undefined) return reply({ status: failure });
+    if (pr.reads.length >= replicationLimits.pendingReadsMax) return reply({ status: 'unavailable', reason: 'busy' });
+    pr.reads.push({ requestId, waitSeq: inf.seqs[inf.seqs.length - 1]!, result: failure, deadlineTick: rep.now + rep.timing.writeTimeoutTicks });
+    return;
+  }
+  if (pr.writes.length >= replicationLimits.pendingWritesMax) return reply({ status: 'unavailable', reason: 'busy' });
+  const pos = ps.meta.pos!;
+  const seq = toSeq(pos.seq + 1);
+  const clock = increment(newest?.clock ?? EMPTY_CLOCK, rep.id);
+  const record: KvRecord = { value: op.type === 'put' ? op.value : null, clock, epoch: cfg.epoch, seq };
+  const entry: Entry = { seq, key: op.key, record };
+  out.persist.push({ kind: 'record', partition: ps.id, key: op.key, record });
+  writeMeta(out, ps, { ...ps.meta, pos: { epoch: cfg.epoch, seq } });
+  pr.tail.push(entry);
+  const inf = pr.inflight.get(op.key);
+  if (inf === undefined) pr.inflight.set(op.key, { before: newest, seqs: [seq] });
+  else inf.seqs.push(seq);
+  pr.writes.push({ requestId, seq, version: versionOf(clock), created: !exists, deadlineTick: rep.now + rep.timing.writeTimeoutTicks });
+  for (const f of pr.followers.values()) sendAppends(rep, out, ps, f);
+  advanceCommit(rep, out, ps);
+}
+
+/** What a strong reader sees: the newest committed version (apply-after-commit). */
+function committedRecord(rep: Replication, ps: PartitionState, key: string): KvRecord | undefined {
+  const inf = ps.primary?.inflight.get(key);
+  return inf !== undefined ? inf.before : rep.store.get(ps.id, key);
+}
+
+function readResult(r: KvRecord | undefined): ClientResult {
+  if (r === undefined || r.value === null) return { status: 'not_found' };
+  return { status: 'ok', version: versionOf(r.clock), created: false, value: r.value };
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+function send(rep: Replication, out: RepReady, to: NodeId, body: DistributiveOmit<RepMessage, keyof RepBase>): void {
+  assert(to !== rep.id, 'the replication layer never messages itself');
+  const msg = { ...body, from: rep.id, clusterName: rep.clusterName, epoch: rep.cfg!.epoch } as RepMessage;
+  out.send.push({ to, msg });
+}
+
+function writeMeta(out: RepReady, ps: PartitionState, meta: PartitionMeta): void {
+  ps.meta = meta;
+  // One meta op per partition per Ready: a Ready is written atomically, the last one wins.
+  const i = out.persist.findIndex((op) => op.kind === 'partition-meta' && op.partition === ps.id);
+  if (i >= 0) out.persist.splice(i, 1);
+  out.persist.push({ kind: 'partition-meta', partition: ps.id, meta });
+}
+
+export function checkRepInvariants(rep: Replication): void {
+  for (const ps of rep.partitions) {
+    assert((ps.primary !== null) === (ps.role === 'primary'), 'primary state iff primary role');
+    assert(ps.follower === null || ps.role === 'replica' || ps.role === 'learner', 'follower state only on followers');
+    const pr = ps.primary;
+    if (pr === null) continue;
+    assert(pr.writes.length <= replicationLimits.pendingWritesMax, 'pending writes bounded');
+    assert(pr.tail.length <= replicationLimits.tailMax + replicationLimits.pendingWritesMax, 'tail bounded');
+    if (pr.phase === 'serving') {
+      assert(ps.meta.pos !== null && pr.commitSeq <= ps.meta.pos.seq, 'commit point within the log');
+      for (let i = 1; i < pr.tail.length; i++) assert(pr.tail[i]!.seq === pr.tail[i - 1]!.seq + 1, 'tail contiguous');
+      for (const inf of pr.inflight.values()) for (const s of inf.seqs) assert(s > pr.commitSeq, 'in-flight entries are uncommitted');
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Composition with the membership node: one input, one combined Ready.
+
+export interface KvNode {
+  readonly membership: MembershipNode;
+  readonly rep: Replication;
+}
+
+/** Carry out `membership` and `rep` as one Ready: both persists, then both sends, then both replies. */
+export interface KvReady {
+  readonly membership: Ready;
+  readonly rep: RepReady;
+}
+
+export interface KvNodeOptions {
+  readonly membership: Omit<NodeOptions, 'readyToActivate'>;
+  readonly replication: Omit<RepOptions, 'id' | 'clusterName'>;
+}
+
+export function createKvNode(
+  opts: KvNodeOptions,
+  persisted: { readonly membership: PersistedState | null; readonly metas: ReadonlyMap<number, PartitionMeta> },
+  store: StoreView,
+): { node: KvNode; ready: KvReady } {
+  const m = opts.membership;
+  const rep = createReplication({ ...opts.replication, id: m.id, clusterName: m.clusterName }, persisted.metas, store);
+  const nodeOpts: NodeOptions = { ...m, readyToActivate: (id, cfg) => isCaughtUp(rep, id, cfg) };
+  const membership = persisted.membership === null ? createNode(nodeOpts) : restoreNode(nodeOpts, persisted.membership);
+  const node: KvNode = { membership, rep };
+  return { node, ready: { membership: emptyMembershipReady(), rep: setConfig(rep, currentConfig(membership)) } };
+}
+
+export function stepKv(node: KvNode, msg: Message | RepMessage): KvReady {
+  if (isRepMessage(msg)) return { membership: emptyMembershipReady(), rep: step(node.rep, msg) };
+  return follow(node, stepMembership(node.membership, msg), null);
+}
+
+export function tickKv(node: KvNode): KvReady {
+  const m = tickMembership(node.membership);
+  return follow(node, m, tick(node.rep));
+}
+
+export function submitKv(node: KvNode, requestId: string, op: ClientOp): KvReady {
+  return { membership: emptyMembershipReady(), rep: submit(node.rep, requestId, op) };
+}
+
+export function proposeKv(node: KvNode, change: ConfigChange, requestId: string): KvReady {
+  return follow(node, proposeMembership(node.membership, change, requestId), null);
+}
+
+export function isRepMessage(msg: Message | RepMessage): msg is RepMessage {
+  return typeof msg.type === 'string' && msg.type.startsWith('rep-');
+}
+
+/** Feed a config learned by the membership layer to the replication layer, in the same Ready. */
+function follow(node: KvNode, m: Ready, r: RepReady | null): KvReady {
+  const cfg = currentConfig(node.membership);
+  const rep = r ?? newReady();
+  if (node.rep.cfg === null || cfg.epoch > node.rep.cfg.epoch) {
+    const c = setConfig(node.rep, cfg);
+    rep.persist.push(...c.persist);
+    rep.send.push(...c.send);
+    rep.replies.push(...c.replies);
+    rep.events.push(...c.events);
+  }
+  return { membership: m, rep };
+}
+
+function emptyMembershipReady(): Ready {
+  return { persist: [], send: [], replies: [], events: [], dropped: [] };
+}
+
+export { toEpoch as epochOf };

@@ -1,0 +1,253 @@
+// Script-like interaction tests for the replication layer: three nodes, a hand-driven
+// network (deliver everything, in order), a memory store per node, and transcripts of
+// what clients see. Every step carries out Readies as the runtime must (persist -> send
+// -> reply); here persist is applied at once.
+import { describe, expect, it } from 'vitest';
+import { initialConfig, applyChange, isChangeError, type ClusterConfig, type ConfigChange } from '../../src/core/membership.js';
+import {
+  applyRepPersistOp,
+  canServe,
+  createReplication,
+  isCaughtUp,
+  setConfig,
+  step,
+  submit,
+  tick,
+  type ClientOp,
+  type ClientResult,
+  type KvRecord,
+  type PartitionMeta,
+  type RepEnvelope,
+  type RepReady,
+  type Replication,
+  type StoreView,
+} from '../../src/core/replication.js';
+import { comparePositions, onHistory, judgeIncoming, type HistoryEntry } from '../../src/core/partition.js';
+import { partitionOf } from '../../src/core/hash.js';
+import { buildRing } from '../../src/core/ring.js';
+import { nodeId, epoch, seq, type NodeId } from '../../src/core/types.js';
+import { increment, EMPTY_CLOCK } from '../../src/core/vector-clock.js';
+
+const ids = ['n1', 'n2', 'n3'].map(nodeId);
+const params = { replicationFactor: 3, minInSync: 2, partitions: 4, vnodesPerNode: 4 };
+
+class Harness {
+  readonly reps = new Map<NodeId, Replication>();
+  readonly data = new Map<NodeId, Map<string, KvRecord>>();
+  readonly metas = new Map<NodeId, Map<number, PartitionMeta>>();
+  readonly down = new Set<NodeId>();
+  readonly cut = new Set<NodeId>();
+  readonly wire: RepEnvelope[] = [];
+  readonly replies: { node: NodeId; id: string; result: ClientResult }[] = [];
+  cfg: ClusterConfig = initialConfig(ids.map((id) => ({ id, peerUrl: `http://${id}`, clientUrl: `http://${id}` })), params);
+  private n = 0;
+
+  constructor() {
+    for (const id of ids) this.boot(id);
+  }
+
+  boot(id: NodeId): void {
+    if (!this.data.has(id)) this.data.set(id, new Map());
+    if (!this.metas.has(id)) this.metas.set(id, new Map());
+    const data = this.data.get(id)!;
+    const store: StoreView = {
+      get: (p, key) => data.get(`${p}/${key}`),
+      scan: (p, after, limit) =>
+        [...data.entries()]
+          .filter(([k]) => k.startsWith(`${p}/`) && (after === null || k.slice(`${p}/`.length) > after))
+          .sort(([a], [b]) => (a < b ? -1 : 1))
+          .slice(0, limit)
+          .map(([k, record]) => ({ key: k.slice(`${p}/`.length), record })),
+    };
+    const rep = createReplication({ id, clusterName: 't', seed: this.n++ + 7, checkInvariants: true }, this.metas.get(id)!, store);
+    this.reps.set(id, rep);
+    this.down.delete(id);
+    this.apply(id, setConfig(rep, this.cfg));
+  }
+
+  apply(id: NodeId, r: RepReady): void {
+    const data = this.data.get(id)!;
+    for (const op of r.persist) {
+      applyRepPersistOp(this.metas.get(id)!, op);
+      if (op.kind === 'record') data.set(`${op.partition}/${op.key}`, op.record);
+      if (op.kind === 'partition-reset') for (const k of [...data.keys()]) if (k.startsWith(`${op.partition}/`)) data.delete(k);
+    }
+    for (const env of r.send) if (!this.cut.has(id) && !this.cut.has(env.to)) this.wire.push(env);
+    for (const rep of r.replies) this.replies.push({ node: id, id: rep.requestId, result: rep.result });
+  }
+
+  /** Deliver messages until the network is quiet (bounded). */
+  flush(): void {
+    for (let i = 0; i < 10_000 && this.wire.length > 0; i++) {
+      const env = this.wire.shift()!;
+      const rep = this.reps.get(env.to);
+      if (rep === undefined || this.down.has(env.to) || this.cut.has(env.to) || this.cut.has(env.msg.from)) continue;
+      this.apply(env.to, step(rep, env.msg));
+    }
+  }
+
+  ticks(k: number): void {
+    for (let i = 0; i < k; i++) {
+      for (const [id, rep] of this.reps) if (!this.down.has(id)) this.apply(id, tick(rep));
+      this.flush();
+    }
+  }
+
+  change(c: ConfigChange): void {
+    const next = applyChange(this.cfg, c);
+    if (isChangeError(next)) throw new Error(next.error);
+    this.cfg = next;
+    for (const [id, rep] of this.reps) if (!this.down.has(id)) this.apply(id, setConfig(rep, next));
+    this.flush();
+  }
+
+  client(node: NodeId, op: ClientOp): ClientResult | 'pending' {
+    const id = `r${this.n++}`;
+    this.apply(node, submit(this.reps.get(node)!, id, op));
+    this.flush();
+    return this.result(id);
+  }
+
+  result(id: string): ClientResult | 'pending' {
+    return this.replies.find((r) => r.id === id)?.result ?? 'pending';
+  }
+
+  primaryOf(key: string): NodeId {
+    return buildRing(this.cfg).primaryOf(partitionOf(key, params.partitions))!;
+  }
+}
+
+const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
+const text = (r: ClientResult | 'pending'): string => {
+  if (r === 'pending') return 'pending';
+  if (r.status === 'ok') return r.value !== undefined ? `ok ${new TextDecoder().decode(r.value)}` : `ok ${r.created ? 'created' : 'replaced'}`;
+  if (r.status === 'unavailable') return `unavailable ${r.reason}`;
+  if (r.status === 'not_primary') return `not_primary ${r.primary}`;
+  return r.status;
+};
+
+describe('replication: script', () => {
+  it('takeover waits out leases, then put / get / cas / delete go through the primary', () => {
+    const h = new Harness();
+    const p = h.primaryOf('k');
+    const other = ids.find((x) => x !== p)!;
+    expect(text(h.client(p, { type: 'get', key: 'k', consistency: 'strong' }))).toBe('unavailable takeover');
+    h.ticks(20); // leaseTicks + 1 after the takeover sync, and leases granted
+    expect(canServe(h.reps.get(p)!, partitionOf('k', 4))).toBe(true);
+    const transcript = [
+      text(h.client(other, { type: 'put', key: 'k', value: bytes('v1') })),
+      text(h.client(p, { type: 'put', key: 'k', value: bytes('v1'), ifNoneMatch: '*' })),
+      text(h.client(p, { type: 'put', key: 'k', value: bytes('v1') })),
+      text(h.client(p, { type: 'get', key: 'k', consistency: 'strong' })),
+      text(h.client(p, { type: 'put', key: 'k', value: bytes('v2'), ifMatch: ['nope'] })),
+      text(h.client(p, { type: 'put', key: 'k', value: bytes('v2'), ifNoneMatch: '*' })),
+      text(h.client(p, { type: 'delete', key: 'k' })),
+      text(h.client(p, { type: 'delete', key: 'k' })),
+      text(h.client(other, { type: 'get', key: 'k', consistency: 'stale' })),
+    ];
+    expect(transcript).toEqual([
+      `not_primary ${p}`,
+      'ok created',
+      'ok replaced',
+      'ok v1',
+      'precondition_failed',
+      'precondition_failed',
+      'ok replaced',
+      'not_found',
+      'not_found',
+    ]);
+  });
+
+  it('commit waits for every in-sync replica; a write is unavailable below minInSync', () => {
+    const h = new Harness();
+    h.ticks(20);
+    const p = h.primaryOf('k');
+    const [r1, r2] = ids.filter((x) => x !== p) as [NodeId, NodeId];
+    h.cut.add(r1); // r1 stops answering: the write is persisted on p and r2, not acknowledged
+    const id = 'w1';
+    h.apply(p, submit(h.reps.get(p)!, id, { type: 'put', key: 'k', value: bytes('x') }));
+    h.flush();
+    expect(h.result(id)).toBe('pending');
+    expect(text(h.client(p, { type: 'get', key: 'k', consistency: 'strong' }))).toMatch(/not_found|unavailable no-lease/); // never the uncommitted value
+    h.cut.delete(r1);
+    h.ticks(5); // the retransmission (every 4 ticks) reaches r1, which persists and acks
+    expect(text(h.result(id))).toBe('ok created');
+    // r1 and r2 marked down: one copy left (< minInSync 2) -> unavailable, nothing applied.
+    h.down.add(r1);
+    h.change({ kind: 'mark-down', id: r1 });
+    h.down.add(r2);
+    h.change({ kind: 'mark-down', id: r2 });
+    h.ticks(20);
+    expect(text(h.client(p, { type: 'put', key: 'k', value: bytes('y') }))).toBe('unavailable too-few-in-sync');
+    expect(h.data.get(p)!.get(`${partitionOf('k', 4)}/k`)?.value).toEqual(bytes('x'));
+  });
+
+  it('fencing: a replica on a newer epoch refuses the old primary, which can no longer ack or renew its lease', () => {
+    const h = new Harness();
+    h.ticks(20);
+    const p = h.primaryOf('k');
+    const part = partitionOf('k', 4);
+    // The replicas move to epoch 2 (p marked down); p does not hear of it.
+    h.cut.add(p);
+    const next = applyChange(h.cfg, { kind: 'mark-down', id: p });
+    if (isChangeError(next)) throw new Error(next.error);
+    h.cfg = next;
+    for (const id of ids) if (id !== p) h.apply(id, setConfig(h.reps.get(id)!, next));
+    h.cut.delete(p);
+    const w = 'w-old';
+    h.apply(p, submit(h.reps.get(p)!, w, { type: 'put', key: 'k', value: bytes('stale') }));
+    h.ticks(41); // writeTimeoutTicks
+    expect(h.result(w)).toEqual({ status: 'timeout' }); // never acknowledged: outcome unknown
+    expect(canServe(h.reps.get(p)!, part)).toBe(false); // its lease ran out and is not renewed
+    const newPrimary = buildRing(h.cfg).primaryOf(part)!;
+    expect(newPrimary).not.toBe(p);
+    expect(canServe(h.reps.get(newPrimary)!, part)).toBe(true); // two copies: the new primary serves, alone
+    expect(h.data.get(newPrimary)!.get(`${part}/k`)).toBeUndefined(); // the fenced write never reached it
+  });
+
+  it('catch-up: a returning node gets a delta, is confirmed, reports caught up, and counts for commits', () => {
+    const h = new Harness();
+    h.ticks(20);
+    const p = h.primaryOf('k');
+    const r = ids.find((x) => x !== p)!;
+    expect(text(h.client(p, { type: 'put', key: 'k', value: bytes('1') }))).toBe('ok created');
+    h.down.add(r);
+    h.change({ kind: 'mark-down', id: r });
+    h.ticks(20);
+    expect(text(h.client(p, { type: 'put', key: 'k', value: bytes('2') }))).toBe('ok replaced');
+    h.boot(r); // restart from its disk
+    h.change({ kind: 'mark-joining', id: r });
+    h.ticks(30);
+    expect(isCaughtUp(h.reps.get(p)!, r, h.cfg)).toBe(true); // what readyToActivate asks
+    expect(h.data.get(r)!.get(`${partitionOf('k', 4)}/k`)?.value).toEqual(bytes('2'));
+    h.change({ kind: 'mark-active', id: r });
+    h.ticks(20);
+    expect(text(h.client(h.primaryOf('k'), { type: 'get', key: 'k', consistency: 'strong' }))).toBe('ok 2');
+  });
+});
+
+describe('replication: pure rules', () => {
+  const hist: HistoryEntry[] = [
+    { epoch: epoch(1), startSeq: seq(1) },
+    { epoch: epoch(3), startSeq: seq(10) },
+  ];
+  const last = { epoch: epoch(3), seq: seq(15) };
+  it('a position is on a history only inside its epoch range', () => {
+    expect(onHistory(hist, last, { epoch: epoch(0), seq: seq(0) })).toBe(true);
+    expect(onHistory(hist, last, { epoch: epoch(1), seq: seq(9) })).toBe(true);
+    expect(onHistory(hist, last, { epoch: epoch(1), seq: seq(10) })).toBe(false); // divergent suffix
+    expect(onHistory(hist, last, { epoch: epoch(2), seq: seq(5) })).toBe(false);
+    expect(onHistory(hist, last, { epoch: epoch(3), seq: seq(16) })).toBe(false);
+    expect(comparePositions(null, { epoch: epoch(0), seq: seq(0) })).toBeLessThan(0);
+  });
+  it('an incoming version applies only if it descends from the stored one', () => {
+    const a = increment(EMPTY_CLOCK, nodeId('n1'));
+    const b = increment(a, nodeId('n2'));
+    const c = increment(a, nodeId('n3'));
+    const rec = (clock: typeof a): KvRecord => ({ value: null, clock, epoch: epoch(1), seq: seq(1) });
+    expect(judgeIncoming(undefined, rec(a))).toBe('apply');
+    expect(judgeIncoming(rec(a), rec(b))).toBe('apply');
+    expect(judgeIncoming(rec(b), rec(a))).toBe('skip');
+    expect(judgeIncoming(rec(b), rec(c))).toBe('conflict');
+  });
+});
