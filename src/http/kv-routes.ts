@@ -92,11 +92,13 @@ export function parseKeyAt(req: FastifyRequest, offset: number, keyBytesMax: num
   if (raw === '') throw new ApiError('invalid_key', 'the key is empty');
   // Raw bytes outside printable ASCII reach us as latin1 characters: refuse rather than guess.
   if (/[^\x21-\x7e]/.test(raw)) throw new ApiError('invalid_key', 'the key must be percent-encoded in the URL');
-  let key: string;
-  try {
-    key = decodeURIComponent(raw);
-  } catch {
-    throw new ApiError('invalid_key', 'the key is not valid percent-encoded UTF-8');
+  let key = raw;
+  if (raw.includes('%')) {
+    try {
+      key = decodeURIComponent(raw);
+    } catch {
+      throw new ApiError('invalid_key', 'the key is not valid percent-encoded UTF-8');
+    }
   }
   const bytes = Buffer.byteLength(key);
   if (bytes > keyBytesMax) {
@@ -105,8 +107,22 @@ export function parseKeyAt(req: FastifyRequest, offset: number, keyBytesMax: num
   return key;
 }
 
+const emptyQueryResults = new Map<z.ZodType, unknown>();
+
 function parseQuery<T extends z.ZodType>(schema: T, query: unknown): z.infer<T> {
-  const r = schema.safeParse(query ?? {});
+  // Most requests have no query string: reuse the schema's result for {} (its defaults).
+  const q = (query ?? {}) as Record<string, unknown>;
+  let noKeys = true;
+  for (const _ in q) {
+    noKeys = false;
+    break;
+  }
+  if (noKeys) {
+    let cached = emptyQueryResults.get(schema);
+    if (cached === undefined) emptyQueryResults.set(schema, (cached = schema.parse({})));
+    return cached as z.infer<T>;
+  }
+  const r = schema.safeParse(q);
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
   if (issue.code === 'unrecognized_keys') {

@@ -5,6 +5,8 @@ import type { Metrics } from './metrics.js';
 export interface OpsRoutesOptions {
   readonly metrics: Metrics;
   readonly notReadyReason: () => string | null;
+  /** Brings counters kept off the hot path up to date. */
+  readonly beforeScrape?: () => void;
 }
 
 /** /healthz (the process answers), /readyz (it should receive traffic), /metrics. */
@@ -18,6 +20,7 @@ export async function opsRoutes(app: FastifyInstance, opts: OpsRoutesOptions): P
   });
 
   app.get('/metrics', async (_req, reply) => {
+    opts.beforeScrape?.();
     const text = await opts.metrics.registry.metrics();
     return reply.type(opts.metrics.registry.contentType).send(text);
   });
