@@ -2,7 +2,8 @@
 // nothing. bench.ts runs it as a separate process (so it has its own event loop, like a
 // ringkv node does), drives it with the same client, and reports ringkv's rates as a
 // share of this one's. It prints `{"port":N}` on one stdout line once it is listening,
-// and exits on SIGTERM/SIGINT or when its parent closes stdin.
+// and exits on SIGTERM/SIGINT, or when the parent that spawned it with an IPC channel
+// goes away. Run by hand (`node dist/cli/bench-baseline.js`) it serves until killed.
 
 import Fastify from 'fastify';
 
@@ -28,5 +29,5 @@ const stop = (): void => {
 };
 process.once('SIGTERM', stop);
 process.once('SIGINT', stop);
-// If bench dies without killing us, its end of our stdin closes: do not outlive it.
-process.stdin.on('end', stop).resume();
+// If bench dies without killing us, the IPC channel closes: do not outlive it.
+if (process.channel !== undefined) process.once('disconnect', stop);

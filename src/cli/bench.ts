@@ -1,1 +1,733 @@
-export async function bench(_args: string[]): Promise<number> { throw new Error("bench: not built yet"); }
+// `ringkv bench`: a closed-loop HTTP load generator for the client API.
+//
+// N workers each keep exactly one request in flight: a worker sends its next request as
+// soon as the previous one completes, over a keep-alive undici Pool with one connection
+// per worker and no pipelining. Every phase warms up first (not measured), then measures
+// for a fixed time. Latencies go into a fixed-size log-linear histogram, so a long run
+// costs no memory. With --baseline the same client also drives a bare fastify server
+// (bench-baseline.ts, a separate process) and ringkv's rates are reported as a share of
+// that server's: the ceiling for any fastify service on this machine with this client.
+//
+// The client is one Node process. On a small machine it competes with the server for
+// CPU and can itself be the bottleneck; see docs/benchmarks.md.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Pool, type Dispatcher } from 'undici';
+import { endpointsFrom } from './http-client.js';
+
+/** The CLI's exit codes (docs/cli.md); main.ts owns the table, bench uses the same numbers. */
+const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
+
+const USAGE = `ringkv bench — closed-loop load generator for the ringkv client API
+
+Usage: ringkv bench [options]
+
+  --endpoints URL[,URL...]   nodes to load, spread evenly (env RINGKV_ENDPOINTS; default http://127.0.0.1:7379)
+  --workload W               put | get | mixed | all (default all: put, then get, then mixed)
+  --connections N            concurrent requests in flight, one connection each (default 64)
+  --duration-s S             measured seconds per workload (default 10)
+  --warmup-s S               unmeasured seconds before each workload (default 2)
+  --value-bytes N            size of each PUT value (default 100)
+  --keys N                   keyspace size: keys bench/0 .. bench/N-1 (default 10000)
+  --mixed-read-ratio R       share of GETs in the mixed workload (default 0.9)
+  --baseline                 also measure a bare fastify route in the same run and
+                             report each workload as a % of its rate
+  --token TOKEN              bearer token (env RINGKV_TOKEN)
+  --json                     print one JSON object instead of a table
+  -h, --help                 this text
+
+Any non-2xx reply (and any 404 once the keyspace is populated) counts as an error.
+Exit codes: 0 no errors, 1 some requests failed, 2 usage, 3 an endpoint is unreachable.`;
+
+type Workload = 'put' | 'get' | 'mixed';
+const ALL_WORKLOADS: readonly Workload[] = ['put', 'get', 'mixed'];
+
+interface BenchOptions {
+  readonly endpoints: readonly string[];
+  readonly workloads: readonly Workload[];
+  readonly connections: number;
+  readonly durationS: number;
+  readonly warmupS: number;
+  readonly valueBytes: number;
+  readonly keys: number;
+  readonly mixedReadRatio: number;
+  readonly baseline: boolean;
+  readonly json: boolean;
+  readonly token: string | undefined;
+}
+
+class BenchUsageError extends Error {}
+
+export async function bench(args: string[]): Promise<number> {
+  let opts: BenchOptions | 'help';
+  try {
+    opts = parseOptions(args);
+  } catch (e) {
+    if (!(e instanceof BenchUsageError)) throw e;
+    process.stderr.write(`ringkv bench: ${e.message}\nRun 'ringkv bench --help' for usage.\n`);
+    return EXIT.usage;
+  }
+  if (opts === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return EXIT.ok;
+  }
+  return runBench(opts);
+}
+
+// ---------------------------------------------------------------------------------------
+// Options
+
+function parseOptions(args: string[]): BenchOptions | 'help' {
+  const { values } = parseArgs({
+    args,
+    options: {
+      endpoints: { type: 'string' },
+      workload: { type: 'string', default: 'all' },
+      connections: { type: 'string', default: '64' },
+      'duration-s': { type: 'string', default: '10' },
+      'warmup-s': { type: 'string', default: '2' },
+      'value-bytes': { type: 'string', default: '100' },
+      keys: { type: 'string', default: '10000' },
+      'mixed-read-ratio': { type: 'string', default: '0.9' },
+      baseline: { type: 'boolean', default: false },
+      token: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) return 'help';
+  const w = values.workload;
+  if (w !== 'all' && !(ALL_WORKLOADS as readonly string[]).includes(w)) {
+    throw new BenchUsageError('--workload must be put, get, mixed or all');
+  }
+  const endpoints = endpointsFrom(values.endpoints);
+  if (endpoints.length === 0) throw new BenchUsageError('--endpoints is empty');
+  for (const e of endpoints) {
+    if (!/^https?:\/\/[^/]+$/.test(e)) throw new BenchUsageError(`endpoint ${JSON.stringify(e)} must look like http://host:port`);
+  }
+  return {
+    endpoints,
+    workloads: w === 'all' ? ALL_WORKLOADS : [w as Workload],
+    connections: integer(values.connections, '--connections', 1, 10_000),
+    durationS: seconds(values['duration-s'], '--duration-s', false),
+    warmupS: seconds(values['warmup-s'], '--warmup-s', true),
+    valueBytes: integer(values['value-bytes'], '--value-bytes', 0, 64 * 1024 ** 2),
+    keys: integer(values.keys, '--keys', 1, 100_000_000),
+    mixedReadRatio: ratio(values['mixed-read-ratio'], '--mixed-read-ratio'),
+    baseline: values.baseline,
+    json: values.json,
+    token: values.token ?? process.env.RINGKV_TOKEN,
+  };
+}
+
+function integer(s: string, name: string, min: number, max: number): number {
+  const n = Number(s);
+  if (!/^\d+$/.test(s) || n < min || n > max) throw new BenchUsageError(`${name} must be an integer from ${min} to ${max}`);
+  return n;
+}
+
+function seconds(s: string, name: string, zeroOk: boolean): number {
+  const n = Number(s);
+  if (!/^\d+(\.\d+)?$/.test(s) || (!zeroOk && n === 0) || n > 86_400) {
+    throw new BenchUsageError(`${name} must be a number of seconds${zeroOk ? '' : ' above 0'}`);
+  }
+  return n;
+}
+
+function ratio(s: string, name: string): number {
+  const n = Number(s);
+  if (!/^\d+(\.\d+)?$/.test(s) || n > 1) throw new BenchUsageError(`${name} must be a number from 0 to 1`);
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------
+// Latency histogram
+
+/**
+ * HdrHistogram's log-linear layout over integer nanoseconds. Values below 2^SUB_BITS are
+ * counted exactly; above that, each power-of-two range [2^k, 2^(k+1)) is split into
+ * 2^(SUB_BITS-1) equal buckets, so a bucket is at most 1/128 (< 0.8 %) of its values.
+ * The array is fixed (under 5,000 buckets up to ~73 minutes), whatever the sample count.
+ */
+export class LatencyHistogram {
+  private static readonly SUB_BITS = 8;
+  private static readonly SUB_COUNT = 1 << LatencyHistogram.SUB_BITS; // 256
+  private static readonly HALF = LatencyHistogram.SUB_COUNT / 2; // 128
+  private static readonly MAX_NS = 2 ** 42 - 1;
+  private readonly counts = new Float64Array(LatencyHistogram.SUB_COUNT + 35 * LatencyHistogram.HALF);
+  count = 0;
+  maxNs = 0;
+  private sumNs = 0;
+
+  record(ns: number): void {
+    const v = Math.min(Math.max(0, Math.round(ns)), LatencyHistogram.MAX_NS);
+    this.counts[LatencyHistogram.indexOf(v)]!++;
+    this.count++;
+    this.sumNs += v;
+    if (v > this.maxNs) this.maxNs = v;
+  }
+
+  meanNs(): number {
+    return this.count === 0 ? 0 : this.sumNs / this.count;
+  }
+
+  /** The value at quantile q (0..1]: the middle of its bucket, never above the true max. */
+  percentileNs(q: number): number {
+    if (this.count === 0) return 0;
+    const rank = Math.max(1, Math.ceil(q * this.count));
+    let seen = 0;
+    for (let i = 0; i < this.counts.length; i++) {
+      seen += this.counts[i]!;
+      if (seen >= rank) {
+        const { low, width } = LatencyHistogram.bucketOf(i);
+        return Math.min(low + (width - 1) / 2, this.maxNs);
+      }
+    }
+    return this.maxNs;
+  }
+
+  private static indexOf(v: number): number {
+    if (v < LatencyHistogram.SUB_COUNT) return v;
+    const hi = Math.floor(v / 2 ** 32);
+    const msb = hi > 0 ? 63 - Math.clz32(hi) : 31 - Math.clz32(v);
+    const shift = msb - (LatencyHistogram.SUB_BITS - 1); // >= 1
+    const mantissa = Math.floor(v / 2 ** shift); // in [HALF, SUB_COUNT)
+    return LatencyHistogram.SUB_COUNT + (shift - 1) * LatencyHistogram.HALF + (mantissa - LatencyHistogram.HALF);
+  }
+
+  private static bucketOf(i: number): { low: number; width: number } {
+    if (i < LatencyHistogram.SUB_COUNT) return { low: i, width: 1 };
+    const k = i - LatencyHistogram.SUB_COUNT;
+    const shift = Math.floor(k / LatencyHistogram.HALF) + 1;
+    const mantissa = LatencyHistogram.HALF + (k % LatencyHistogram.HALF);
+    return { low: mantissa * 2 ** shift, width: 2 ** shift };
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Sending one request
+
+interface Op {
+  readonly method: 'GET' | 'PUT';
+  readonly path: string;
+  readonly body: Buffer | null;
+  /** The key index for a ringkv op; -1 for the baseline's /noop. */
+  readonly key: number;
+}
+
+type Outcome = number | string; // an HTTP status, or a transport error's code
+
+/** One request through undici's dispatcher, skipping the Readable body that request() builds. */
+function send(pool: Dispatcher, op: Op, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let status = 0;
+    pool.dispatch(
+      { path: op.path, method: op.method, body: op.body, headers },
+      {
+        onRequestStart: () => {},
+        onResponseStart: (_c, statusCode) => {
+          status = statusCode;
+        },
+        onResponseData: () => {},
+        onResponseEnd: () => resolve(status),
+        onResponseError: (_c, err) => reject(err),
+      },
+    );
+  });
+}
+
+function transportCode(e: unknown): string {
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'string' ? code : e instanceof Error ? e.name : 'error';
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------------------
+// Load targets
+
+interface Target {
+  readonly pools: readonly Pool[];
+  readonly getHeaders: Record<string, string>;
+  readonly putHeaders: Record<string, string>;
+}
+
+/** One pool per endpoint, with as many connections as workers that will use it. */
+function makeTarget(endpoints: readonly string[], connections: number, token: string | undefined): Target {
+  const perPool = Math.ceil(connections / endpoints.length);
+  const pools = endpoints.map(
+    (e) =>
+      new Pool(e, {
+        connections: perPool,
+        pipelining: 1,
+        keepAliveTimeout: 60_000,
+        keepAliveMaxTimeout: 60_000,
+        headersTimeout: 30_000,
+        bodyTimeout: 30_000,
+      }),
+  );
+  const auth: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
+  return { pools, getHeaders: auth, putHeaders: { ...auth, 'content-type': 'application/octet-stream' } };
+}
+
+async function closeTarget(t: Target): Promise<void> {
+  await Promise.all(t.pools.map((p) => p.close()));
+}
+
+interface PreflightProblem {
+  readonly unreachable: boolean;
+  readonly message: string;
+}
+
+/** Checks that every endpoint answers before minutes of load are spent on it. */
+async function preflight(t: Target, endpoints: readonly string[], path: string): Promise<PreflightProblem | null> {
+  for (const [i, pool] of t.pools.entries()) {
+    const where = `${endpoints[i]}${path}`;
+    try {
+      const status = await send(pool, { method: 'GET', path, body: null, key: -1 }, t.getHeaders);
+      if (status !== 200) return { unreachable: false, message: `GET ${where} answered ${status}` };
+    } catch (e) {
+      return { unreachable: true, message: `${where} is unreachable (${transportCode(e)}: ${(e as Error).message})` };
+    }
+  }
+  return null;
+}
+
+// ---------------------------------------------------------------------------------------
+// Running one phase
+
+interface PhaseSpec {
+  readonly label: string;
+  readonly next: () => Op;
+  /** Whether a status is a success for this op. */
+  readonly ok: (op: Op, status: number) => boolean;
+  readonly onSuccess?: (op: Op) => void;
+}
+
+interface PhaseResult {
+  readonly label: string;
+  readonly requests: number;
+  readonly durationS: number;
+  readonly opsPerS: number;
+  readonly latency: LatencyHistogram;
+  readonly errors: ReadonlyMap<string, number>;
+  readonly errorCount: number;
+}
+
+/**
+ * Runs `connections` closed-loop workers for warmupS + durationS. A request is measured
+ * when it completes inside the measured window; requests still in flight at its end are
+ * not counted, and none are started after it.
+ */
+async function runPhase(target: Target, spec: PhaseSpec, opts: BenchOptions, progress: Progress): Promise<PhaseResult> {
+  const latency = new LatencyHistogram();
+  const errors = new Map<string, number>();
+  let errorCount = 0;
+  let completed = 0;
+  const t0 = process.hrtime.bigint();
+  const measureStart = t0 + BigInt(Math.round(opts.warmupS * 1e9));
+  const measureEnd = measureStart + BigInt(Math.round(opts.durationS * 1e9));
+
+  const worker = async (pool: Pool, headersFor: (op: Op) => Record<string, string>): Promise<void> => {
+    for (;;) {
+      const start = process.hrtime.bigint();
+      if (start >= measureEnd) return;
+      const op = spec.next();
+      let outcome: Outcome;
+      try {
+        outcome = await send(pool, op, headersFor(op));
+      } catch (e) {
+        outcome = transportCode(e);
+      }
+      const end = process.hrtime.bigint();
+      const good = typeof outcome === 'number' && spec.ok(op, outcome);
+      if (good) spec.onSuccess?.(op);
+      completed++;
+      if (end >= measureStart && end < measureEnd) {
+        latency.record(Number(end - start));
+        if (!good) {
+          errorCount++;
+          errors.set(String(outcome), (errors.get(String(outcome)) ?? 0) + 1);
+        }
+      }
+      // A refused connection fails at once: do not spin the CPU the server needs.
+      if (typeof outcome === 'string') await sleep(10);
+    }
+  };
+
+  const headersFor = (op: Op): Record<string, string> => (op.method === 'PUT' ? target.putHeaders : target.getHeaders);
+  const stopProgress = progress.start(spec.label, opts, () => completed);
+  const workers: Promise<void>[] = [];
+  for (let i = 0; i < opts.connections; i++) workers.push(worker(target.pools[i % target.pools.length]!, headersFor));
+  await Promise.all(workers);
+  stopProgress();
+
+  const requests = latency.count;
+  return { label: spec.label, requests, durationS: opts.durationS, opsPerS: requests / opts.durationS, latency, errors, errorCount };
+}
+
+/** Writes every key not yet written, as fast as the workers go; nothing is measured. */
+async function populate(target: Target, work: Workloads, opts: BenchOptions): Promise<number> {
+  let cursor = 0;
+  let failures = 0;
+  const nextMissing = (): number => {
+    while (cursor < opts.keys && work.written[cursor] === 1) cursor++;
+    return cursor < opts.keys ? cursor++ : -1;
+  };
+  const worker = async (pool: Pool): Promise<void> => {
+    for (let k = nextMissing(); k !== -1; k = nextMissing()) {
+      const op = work.putOp(k);
+      try {
+        const status = await send(pool, op, target.putHeaders);
+        if (status >= 200 && status < 300) work.written[k] = 1;
+        else failures++;
+      } catch {
+        failures++;
+      }
+    }
+  };
+  const workers: Promise<void>[] = [];
+  for (let i = 0; i < opts.connections; i++) workers.push(worker(target.pools[i % target.pools.length]!));
+  await Promise.all(workers);
+  return failures;
+}
+
+// ---------------------------------------------------------------------------------------
+// Workloads
+
+const KEY_PATH_PREFIX = '/v1/kv/' + encodeURIComponent('bench/');
+const VALUE_VARIANTS = 16;
+
+/** The op generators over keys bench/0 .. bench/keys-1, and which keys hold a value. */
+class Workloads {
+  readonly written: Uint8Array;
+  private readonly values: readonly Buffer[];
+  private putCursor = 0;
+
+  constructor(private readonly opts: BenchOptions) {
+    this.written = new Uint8Array(opts.keys);
+    // A few random values, reused: generating one per request would load the client.
+    this.values = Array.from({ length: VALUE_VARIANTS }, () => randomBytes(opts.valueBytes));
+  }
+
+  isPopulated(): boolean {
+    return this.written.every((b) => b === 1);
+  }
+
+  putOp(key: number): Op {
+    // The decimal digits of `key` need no percent-encoding.
+    return { method: 'PUT', path: KEY_PATH_PREFIX + key, body: this.values[key % VALUE_VARIANTS]!, key };
+  }
+
+  getOp(key: number): Op {
+    return { method: 'GET', path: KEY_PATH_PREFIX + key, body: null, key };
+  }
+
+  spec(w: Workload): PhaseSpec {
+    const ok = (op: Op, status: number): boolean => (op.method === 'GET' ? status === 200 : status === 200 || status === 201);
+    const onSuccess = (op: Op): void => {
+      if (op.method === 'PUT') this.written[op.key] = 1;
+    };
+    const randomKey = (): number => Math.floor(Math.random() * this.opts.keys);
+    switch (w) {
+      case 'put':
+        // Round-robin, so a put phase that runs long enough populates the whole keyspace.
+        return {
+          label: 'put',
+          ok,
+          onSuccess,
+          next: () => {
+            const k = this.putCursor;
+            this.putCursor = (k + 1) % this.opts.keys;
+            return this.putOp(k);
+          },
+        };
+      case 'get':
+        return { label: 'get', ok, next: () => this.getOp(randomKey()) };
+      case 'mixed':
+        return {
+          label: `mixed (${Math.round(this.opts.mixedReadRatio * 100)}% get)`,
+          ok,
+          onSuccess,
+          next: () => (Math.random() < this.opts.mixedReadRatio ? this.getOp(randomKey()) : this.putOp(randomKey())),
+        };
+    }
+  }
+}
+
+function baselineSpecs(opts: BenchOptions): { get: PhaseSpec; put: PhaseSpec } {
+  const body = randomBytes(opts.valueBytes);
+  const ok = (_op: Op, status: number): boolean => status === 200;
+  const get: Op = { method: 'GET', path: '/noop', body: null, key: -1 };
+  const put: Op = { method: 'PUT', path: '/noop', body, key: -1 };
+  return {
+    get: { label: 'baseline GET /noop', ok, next: () => get },
+    put: { label: 'baseline PUT /noop', ok, next: () => put },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// The baseline server process
+
+interface BaselineServer {
+  readonly origin: string;
+  stop(): Promise<void>;
+}
+
+async function startBaseline(): Promise<BaselineServer> {
+  const script = fileURLToPath(new URL('./bench-baseline.js', import.meta.url));
+  const child: ChildProcess = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const port = await new Promise<number>((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.once('line', (line) => {
+      lines.close();
+      const parsed = JSON.parse(line) as { port?: unknown };
+      if (typeof parsed.port === 'number') resolve(parsed.port);
+      else reject(new Error(`bench-baseline printed ${JSON.stringify(line)}, not {"port":N}`));
+    });
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`bench-baseline exited (${code}) before it listened`)));
+  });
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Progress on stderr
+
+interface Progress {
+  /** Starts reporting a phase; returns the function that ends it. */
+  start(label: string, opts: BenchOptions, completed: () => number): () => void;
+}
+
+function makeProgress(): Progress {
+  const tty = process.stderr.isTTY === true;
+  return {
+    start(label, opts, completed) {
+      const startMs = Date.now();
+      const totalS = opts.warmupS + opts.durationS;
+      if (!tty) process.stderr.write(`  ${label}: ${opts.warmupS}s warmup + ${opts.durationS}s measured ...\n`);
+      if (!tty) return () => {};
+      let last = completed();
+      const timer = setInterval(() => {
+        const now = completed();
+        const elapsedS = (Date.now() - startMs) / 1000;
+        const stage = elapsedS < opts.warmupS ? 'warmup' : 'measuring';
+        process.stderr.write(
+          `\r\x1b[K  ${label}: ${stage} ${Math.floor(elapsedS)}/${totalS}s, ${fmtInt(now - last)} req/s`,
+        );
+        last = now;
+      }, 1000);
+      return () => {
+        clearInterval(timer);
+        process.stderr.write('\r\x1b[K');
+      };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// The run
+
+interface BenchReport {
+  readonly baseline: { get: PhaseResult | null; put: PhaseResult | null } | null;
+  readonly workloads: readonly { workload: Workload; result: PhaseResult; baselineOpsPerS: number | null }[];
+}
+
+async function runBench(opts: BenchOptions): Promise<number> {
+  const progress = makeProgress();
+  announce(opts);
+  const target = makeTarget(opts.endpoints, opts.connections, opts.token);
+  try {
+    const problem = await preflight(target, opts.endpoints, '/readyz');
+    if (problem !== null) {
+      process.stderr.write(`ringkv bench: ${problem.message}\n`);
+      return problem.unreachable ? EXIT.unreachable : EXIT.failed;
+    }
+    const baseline = opts.baseline ? await measureBaseline(opts, progress) : null;
+    const work = new Workloads(opts);
+    const workloads: BenchReport['workloads'][number][] = [];
+    for (const w of opts.workloads) {
+      if (w !== 'put' && !work.isPopulated()) await populateWithNotice(target, work, opts);
+      const result = await runPhase(target, work.spec(w), opts, progress);
+      workloads.push({ workload: w, result, baselineOpsPerS: baselineRateFor(w, baseline, opts.mixedReadRatio) });
+    }
+    const report: BenchReport = { baseline, workloads };
+    process.stdout.write(opts.json ? JSON.stringify(toJson(report, opts)) + '\n' : renderTable(report, opts));
+    const failed = workloads.some((w) => w.result.errorCount > 0);
+    return failed ? EXIT.failed : EXIT.ok;
+  } finally {
+    await closeTarget(target);
+  }
+}
+
+function announce(opts: BenchOptions): void {
+  const total = opts.workloads.length * (opts.warmupS + opts.durationS);
+  const baselinePhases = opts.baseline ? baselineNeeds(opts.workloads).length : 0;
+  process.stderr.write(
+    `ringkv bench: ${opts.workloads.join(', ')} against ${opts.endpoints.join(', ')}\n` +
+      `  ${opts.connections} connections (closed loop, no pipelining), ${opts.warmupS}s warmup + ${opts.durationS}s per workload, ` +
+      `${opts.valueBytes}-byte values, ${opts.keys} keys` +
+      (opts.workloads.includes('mixed') ? `, mixed read ratio ${opts.mixedReadRatio}` : '') +
+      '\n' +
+      (opts.baseline ? `  baseline: bare fastify (${baselineNeeds(opts.workloads).join(' and ')} /noop) in a child process first\n` : '') +
+      `  about ${Math.ceil(total + baselinePhases * (opts.warmupS + opts.durationS))}s of load; ` +
+      `client and server share ${availableParallelism()} CPUs\n`,
+  );
+}
+
+function baselineNeeds(workloads: readonly Workload[]): ('GET' | 'PUT')[] {
+  const needs: ('GET' | 'PUT')[] = [];
+  if (workloads.includes('get') || workloads.includes('mixed')) needs.push('GET');
+  if (workloads.includes('put') || workloads.includes('mixed')) needs.push('PUT');
+  return needs;
+}
+
+async function measureBaseline(opts: BenchOptions, progress: Progress): Promise<NonNullable<BenchReport['baseline']>> {
+  const server = await startBaseline();
+  const target = makeTarget([server.origin], opts.connections, undefined);
+  try {
+    const problem = await preflight(target, [server.origin], '/noop');
+    if (problem !== null) throw new Error(`bench-baseline: ${problem.message}`);
+    const specs = baselineSpecs(opts);
+    const needs = baselineNeeds(opts.workloads);
+    const get = needs.includes('GET') ? await runPhase(target, specs.get, opts, progress) : null;
+    const put = needs.includes('PUT') ? await runPhase(target, specs.put, opts, progress) : null;
+    return { get, put };
+  } finally {
+    await closeTarget(target);
+    await server.stop();
+  }
+}
+
+async function populateWithNotice(target: Target, work: Workloads, opts: BenchOptions): Promise<void> {
+  const missing = work.written.reduce((n, b) => n + (b === 1 ? 0 : 1), 0);
+  process.stderr.write(`  populating ${fmtInt(missing)} keys (not measured) ...\n`);
+  const failures = await populate(target, work, opts);
+  if (failures > 0) process.stderr.write(`  warning: ${failures} populate writes failed; gets of those keys will count as errors\n`);
+}
+
+/**
+ * The baseline rate a workload is compared with. Mixed is compared with the blend of the
+ * baseline GET and PUT rates at the same read ratio: if each op costs 1/rate seconds of
+ * the shared capacity, a mix costs the weighted sum of those.
+ */
+function baselineRateFor(w: Workload, baseline: BenchReport['baseline'], readRatio: number): number | null {
+  if (baseline === null) return null;
+  const g = baseline.get?.opsPerS ?? 0;
+  const p = baseline.put?.opsPerS ?? 0;
+  switch (w) {
+    case 'get':
+      return g > 0 ? g : null;
+    case 'put':
+      return p > 0 ? p : null;
+    case 'mixed':
+      return g > 0 && p > 0 ? 1 / (readRatio / g + (1 - readRatio) / p) : null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Output
+
+const ms = (ns: number): number => Math.round(ns / 1e4) / 100;
+const fmtInt = (n: number): string => Math.round(n).toLocaleString('en-US');
+const fmtMs = (ns: number): string => (ns / 1e6).toFixed(2);
+
+function phaseJson(r: PhaseResult): object {
+  return {
+    requests: r.requests,
+    durationS: r.durationS,
+    opsPerS: Math.round(r.opsPerS),
+    latencyMs: {
+      mean: ms(r.latency.meanNs()),
+      p50: ms(r.latency.percentileNs(0.5)),
+      p99: ms(r.latency.percentileNs(0.99)),
+      p999: ms(r.latency.percentileNs(0.999)),
+      max: ms(r.latency.maxNs),
+    },
+    errors: { total: r.errorCount, byStatus: Object.fromEntries(r.errors) },
+  };
+}
+
+function toJson(report: BenchReport, opts: BenchOptions): object {
+  return {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: availableParallelism(),
+    options: {
+      endpoints: opts.endpoints,
+      workloads: opts.workloads,
+      connections: opts.connections,
+      durationS: opts.durationS,
+      warmupS: opts.warmupS,
+      valueBytes: opts.valueBytes,
+      keys: opts.keys,
+      mixedReadRatio: opts.mixedReadRatio,
+    },
+    baseline:
+      report.baseline === null
+        ? null
+        : {
+            get: report.baseline.get === null ? null : phaseJson(report.baseline.get),
+            put: report.baseline.put === null ? null : phaseJson(report.baseline.put),
+          },
+    workloads: report.workloads.map((w) => ({
+      workload: w.workload,
+      ...phaseJson(w.result),
+      baselineOpsPerS: w.baselineOpsPerS === null ? null : Math.round(w.baselineOpsPerS),
+      baselinePercent: w.baselineOpsPerS === null ? null : Math.round((w.result.opsPerS / w.baselineOpsPerS) * 1000) / 10,
+    })),
+  };
+}
+
+function renderTable(report: BenchReport, opts: BenchOptions): string {
+  const header = ['workload', 'ops/s', 'p50 ms', 'p99 ms', 'p999 ms', 'max ms', 'errors', '% of baseline'];
+  const row = (r: PhaseResult, pct: string): string[] => [
+    r.label,
+    fmtInt(r.opsPerS),
+    fmtMs(r.latency.percentileNs(0.5)),
+    fmtMs(r.latency.percentileNs(0.99)),
+    fmtMs(r.latency.percentileNs(0.999)),
+    fmtMs(r.latency.maxNs),
+    fmtInt(r.errorCount),
+    pct,
+  ];
+  const rows: string[][] = [];
+  if (report.baseline !== null) {
+    for (const r of [report.baseline.get, report.baseline.put]) if (r !== null) rows.push(row(r, ''));
+  }
+  for (const w of report.workloads) {
+    const pct = w.baselineOpsPerS === null ? '' : `${((w.result.opsPerS / w.baselineOpsPerS) * 100).toFixed(1)} %`;
+    rows.push(row(w.result, pct));
+  }
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  const out = [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
+
+  const all = [...(report.baseline === null ? [] : [report.baseline.get, report.baseline.put]), ...report.workloads.map((w) => w.result)];
+  for (const r of all) {
+    if (r === null || r.errorCount === 0) continue;
+    const detail = [...r.errors].map(([status, n]) => `${status} x${fmtInt(n)}`).join(', ');
+    out.push(`errors in ${r.label}: ${detail}`);
+  }
+  if (report.workloads.some((w) => w.workload === 'mixed') && report.baseline !== null) {
+    out.push(`mixed is compared with the baseline GET/PUT rates blended at read ratio ${opts.mixedReadRatio}`);
+  }
+  out.push(
+    `${opts.connections} connections, ${opts.durationS}s measured after ${opts.warmupS}s warmup per row; ` +
+      `${opts.valueBytes}-byte values; ${opts.keys} keys; Node ${process.version}; ${availableParallelism()} CPUs shared by client and server`,
+  );
+  return out.join('\n') + '\n';
+}
