@@ -7,15 +7,25 @@ import type { Config } from '../config/schema.js';
 import type { AdminResult } from '../core/node.js';
 import type { ConfigChange } from '../core/membership.js';
 import { NODE_ID_PATTERN, partitionId, type NodeId } from '../core/types.js';
-import type { MembershipDriver } from '../runtime/membership-driver.js';
+import type { Ring } from '../core/ring.js';
+import type { ClusterConfig } from '../core/membership.js';
 import { primaryFor } from '../runtime/cluster-kv.js';
 import { ApiError } from './errors.js';
 import { parseKeyAt } from './kv-routes.js';
 
+/** What the cluster routes need from the node's driver (MembershipDriver or KvDriver). */
+export interface ClusterDriver {
+  config(): ClusterConfig;
+  ring(): Ring;
+  leader(): NodeId | null;
+  heartbeatAgeMs(id: NodeId): number | null;
+  propose(change: ConfigChange): Promise<AdminResult>;
+}
+
 export interface ClusterRoutesOptions {
   readonly config: Config;
   readonly self: NodeId;
-  readonly driver: MembershipDriver;
+  readonly driver: ClusterDriver;
 }
 
 const url = z

@@ -7,6 +7,11 @@ export class Metrics {
   readonly latency: Histogram<'route' | 'method'>;
   readonly versionConflicts: Counter;
   readonly keys: Gauge;
+  readonly failovers: Counter;
+  readonly takeovers: Counter;
+
+  /** Set by the runtime once replication runs: partitions this node leads, serving, and their copies. */
+  replication: (() => { primaries: number; serving: number; inSyncMin: number }) | null = null;
 
   /** Set by the runtime once membership runs: the cluster facts exported as gauges. */
   cluster: (() => { epoch: number; isLeader: boolean; members: Map<string, number> }) | null = null;
@@ -38,6 +43,38 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         this.set(countKeys());
+      },
+    });
+    this.failovers = new Counter({
+      name: 'ringkv_partition_failovers_total',
+      help: 'Partitions this node started serving as primary after another node had been their primary.',
+      registers: [this.registry],
+    });
+    this.takeovers = new Counter({
+      name: 'ringkv_partition_takeovers_total',
+      help: 'Takeovers completed by this node (every config change makes a primary take over again).',
+      registers: [this.registry],
+    });
+    const rview = () => this.replication?.();
+    new Gauge({
+      name: 'ringkv_partitions_primary',
+      help: 'Partitions this node is the primary of, and how many of them are serving.',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        const v = rview();
+        if (!v) return;
+        this.set({ state: 'assigned' }, v.primaries);
+        this.set({ state: 'serving' }, v.serving);
+      },
+    });
+    new Gauge({
+      name: 'ringkv_in_sync_replicas_min',
+      help: 'The fewest in-sync copies (primary included) of any partition this node is the primary of.',
+      registers: [this.registry],
+      collect() {
+        const v = rview();
+        if (v) this.set(v.inSyncMin);
       },
     });
     const view = () => this.cluster?.();

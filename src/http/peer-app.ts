@@ -11,6 +11,8 @@ import type { Message } from '../core/node.js';
 import { LogOnce, PeerAuthenticator } from '../net/peer-auth.js';
 import { MESSAGES_PATH } from '../net/peer-transport.js';
 import { batchSchema, parseMessage } from '../net/wire.js';
+import { parseRepMessage } from '../net/rep-wire.js';
+import type { RepMessage } from '../core/replication.js';
 import type { KvService, ListResult } from '../runtime/kv-service.js';
 import { ApiError } from './errors.js';
 import { kvRoutes } from './kv-routes.js';
@@ -29,7 +31,7 @@ export interface PeerAppDeps {
   readonly config: Config;
   readonly secret: string | null;
   readonly logger: Logger;
-  readonly deliver: (msg: Message) => void;
+  readonly deliver: (msg: Message | RepMessage) => void;
   /** Serves forwarded key requests; refuses (421) keys this node is not primary for. */
   readonly primaryKv: KvService;
   /** Lists the given partitions; refuses (421) any this node is not primary for. */
@@ -41,7 +43,8 @@ export function buildPeerApp(deps: PeerAppDeps): FastifyInstance {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: Math.max(config.limits.valueBytesMax, 4 * 1024 * 1024),
+    // Replication batches carry values (base64): room for a copy chunk of large values.
+    bodyLimit: Math.max(config.limits.valueBytesMax * 2 * 64, 16 * 1024 * 1024),
     routerOptions: { maxParamLength: config.limits.keyBytesMax * 3 + 64 },
     forceCloseConnections: true,
     frameworkErrors: (err, _req, reply) => {
@@ -81,9 +84,10 @@ export function buildPeerApp(deps: PeerAppDeps): FastifyInstance {
       complain(req, 'malformed message batch');
       throw new ApiError('invalid_request', `malformed message batch: ${batch.error.issues[0]?.message ?? ''}`);
     }
-    const msgs: Message[] = [];
+    const msgs: (Message | RepMessage)[] = [];
     for (const raw of batch.data.messages) {
-      const m = parseMessage(raw);
+      const isRep = typeof raw === 'object' && raw !== null && typeof (raw as { type?: unknown }).type === 'string' && (raw as { type: string }).type.startsWith('rep-');
+      const m = isRep ? parseRepMessage(raw) : parseMessage(raw);
       if (!m.ok) {
         complain(req, 'malformed message', { error: m.error });
         throw new ApiError('invalid_request', `malformed message: ${m.error}`);

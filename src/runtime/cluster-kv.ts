@@ -193,13 +193,13 @@ export class PrimaryGuard implements KvService {
   }
 }
 
-function peerUrl(cfg: ClusterConfig, id: NodeId): string {
+export function peerUrl(cfg: ClusterConfig, id: NodeId): string {
   const m = cfg.members.find((x) => x.id === id);
   if (!m) throw new ApiError('unavailable', `no member ${id} in epoch ${cfg.epoch}`, 1);
   return m.peerUrl;
 }
 
-function conditionHeaders(cond: Precondition): Record<string, string> {
+export function conditionHeaders(cond: Precondition): Record<string, string> {
   const h: Record<string, string> = {};
   const fmt = (v: '*' | readonly string[]): string => (v === '*' ? '*' : v.map((x) => `"${x}"`).join(', '));
   if (cond.ifMatch !== undefined) h['if-match'] = fmt(cond.ifMatch);
@@ -207,11 +207,11 @@ function conditionHeaders(cond: Precondition): Record<string, string> {
   return h;
 }
 
-type Headers = Record<string, string | string[] | undefined>;
-const etagOf = (h: Headers): string => String(h.etag ?? '').replace(/"/g, '');
-const servedBy = (h: Headers): string => String(h['x-ringkv-node'] ?? '');
+export type Headers = Record<string, string | string[] | undefined>;
+export const etagOf = (h: Headers): string => String(h.etag ?? '').replace(/"/g, '');
+export const servedBy = (h: Headers): string => String(h['x-ringkv-node'] ?? '');
 
-function errorOf(body: Buffer): { code: string; message: string } | null {
+export function errorOf(body: Buffer): { code: string; message: string } | null {
   try {
     const e = (JSON.parse(body.toString('utf8')) as { error?: { code?: unknown; message?: unknown } }).error;
     return e && typeof e.code === 'string' ? { code: e.code, message: String(e.message ?? '') } : null;
@@ -221,7 +221,7 @@ function errorOf(body: Buffer): { code: string; message: string } | null {
 }
 
 /** Turns the primary's error answer into the same error for our caller. */
-function relay(r: { status: number; headers: Headers; body: Buffer }): ApiError {
+export function relay(r: { status: number; headers: Headers; body: Buffer }): ApiError {
   const e = errorOf(r.body);
   if (e !== null && e.code in ERRORS) {
     const retry = r.headers['retry-after'];

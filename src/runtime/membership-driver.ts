@@ -13,6 +13,7 @@ import { describeChange } from '../core/membership.js';
 import * as core from '../core/node.js';
 import type { AdminResult, Message, PersistOp, Ready } from '../core/node.js';
 import type { NodeId } from '../core/types.js';
+import type { RepMessage } from '../core/replication.js';
 import type { PeerTransport } from '../net/peer-transport.js';
 import type { Store, WriteOp } from '../store/store.js';
 import { LogOnce } from '../net/peer-auth.js';
@@ -96,9 +97,9 @@ export class MembershipDriver extends EventEmitter {
     await this.chain;
   }
 
-  deliver(msg: Message): void {
-    if (this.stopped) return;
-    this.apply(core.step(this.node, msg));
+  deliver(msg: Message | RepMessage): void {
+    if (this.stopped || msg.type.startsWith('rep-')) return;
+    this.apply(core.step(this.node, msg as Message));
   }
 
   /** An admin change. Resolves within the core's proposal timeout, never hangs. */
@@ -137,7 +138,7 @@ export class MembershipDriver extends EventEmitter {
     this.report(r);
     if (r.persist.length === 0 && r.send.length === 0 && r.replies.length === 0) return;
     this.chain = this.chain.then(async () => {
-      if (r.persist.length > 0) await this.opts.store.write(r.persist.flatMap(toWriteOps));
+      if (r.persist.length > 0) await this.opts.store.write(r.persist.flatMap(membershipWriteOps));
       for (const { to, msg } of r.send) {
         const url = this.peerUrlOf(to);
         if (url !== null) this.opts.transport.send(url, msg);
@@ -193,7 +194,8 @@ export class MembershipDriver extends EventEmitter {
   }
 }
 
-function toWriteOps(op: PersistOp): WriteOp[] {
+/** The store ops for one membership persist op. */
+export function membershipWriteOps(op: PersistOp): WriteOp[] {
   switch (op.kind) {
     case 'acceptor':
       return [{ kind: 'meta', key: META_ACCEPTOR, value: { promised: op.promised, accepted: op.accepted } }];

@@ -17,16 +17,18 @@ import { PeerTransport } from '../net/peer-transport.js';
 import { lockDataDir } from '../store/dir-lock.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
+import { partitionId } from '../core/types.js';
 import { ClusterKv, PrimaryGuard } from './cluster-kv.js';
+import { KvDriver } from './kv-driver.js';
 import { LocalKv } from './local-kv.js';
-import { MembershipDriver } from './membership-driver.js';
+import { ReplicatedKv } from './replicated-kv.js';
 
 export interface RunningNode {
   readonly id: string;
   readonly clientApp: FastifyInstance;
   readonly peerApp: FastifyInstance;
   readonly store: Store;
-  readonly driver: MembershipDriver;
+  readonly driver: KvDriver;
   /** The bound client address (port resolved when 0 was asked for). */
   readonly clientAddress: { host: string; port: number };
   /** Stops taking requests, drains the ones in flight, closes the store. Idempotent. */
@@ -71,17 +73,27 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
   let stopping = false;
   let fatal = false;
   const transport = new PeerTransport(loaded.secret, config.cluster.name, id, logger, config.timing.requestTimeoutMs);
-  const driver = new MembershipDriver({
+  const metrics = new Metrics(id, () => store.countKeys());
+  const driver = new KvDriver({
     id,
     clusterName: config.cluster.name,
     initialMembers: members,
     cluster: { replicationFactor, minInSync, partitions: config.cluster.partitions, vnodesPerNode: config.cluster.vnodesPerNode },
     heartbeatMs: config.timing.heartbeatMs,
     suspectAfterMs: config.timing.suspectAfterMs,
+    leaseMs: config.timing.leaseMs,
     store,
     transport,
     logger,
+    onRepEvent: (e, failover) => {
+      if (e.type === 'version-conflict') metrics.versionConflicts.inc();
+      if (e.type === 'serving') {
+        metrics.takeovers.inc();
+        if (failover) metrics.failovers.inc();
+      }
+    },
   });
+  // LocalKv only lists partitions now (reads the durable store); writes go through replication.
   const local = new LocalKv(store, id, config.cluster.partitions, (e) => {
     if (fatal) return;
     fatal = true;
@@ -89,9 +101,34 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     process.exitCode = 70;
     void close();
   });
-  const kv = new ClusterKv(id, driver, local, transport, config.timing.requestTimeoutMs, logger);
+  const lister = new ClusterKv(id, driver, local, transport, config.timing.requestTimeoutMs, logger);
+  const kv = new ReplicatedKv(id, driver, lister, transport, config.timing.requestTimeoutMs, logger, true);
+  const primaryKv = new ReplicatedKv(id, driver, null, transport, config.timing.requestTimeoutMs, logger, false);
   const guard = new PrimaryGuard(id, driver, local);
-  const metrics = new Metrics(id, () => store.countKeys());
+  metrics.replication = () => {
+    const cfg = driver.config();
+    const ring = driver.ring();
+    const active = new Set(cfg.members.filter((m) => m.status === 'active').map((m) => m.id));
+    let primaries = 0;
+    let serving = 0;
+    let inSyncMin = Infinity;
+    for (let p = 0; p < cfg.partitions; p++) {
+      if (ring.primaryOf(partitionId(p)) !== id) continue;
+      primaries++;
+      if (driver.canServe(p)) serving++;
+      inSyncMin = Math.min(inSyncMin, ring.preference(partitionId(p)).filter((m) => active.has(m)).length);
+    }
+    return { primaries, serving, inSyncMin: primaries === 0 ? 0 : inSyncMin };
+  };
+  // Ready once every partition this node leads has served once since the start (a
+  // restarted primary first re-runs takeover and waits out the leases).
+  let warmedUp = false;
+  const unservedPartitions = (): number => {
+    const ring = driver.ring();
+    let n = 0;
+    for (let p = 0; p < driver.config().partitions; p++) if (ring.primaryOf(partitionId(p)) === id && !driver.canServe(p)) n++;
+    return n;
+  };
   metrics.cluster = () => {
     const cfg = driver.config();
     const members = new Map<string, number>();
@@ -105,7 +142,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     secret: loaded.secret,
     logger,
     deliver: (msg) => driver.deliver(msg),
-    primaryKv: guard,
+    primaryKv,
     listPartitions: (ps, prefix, after, limit) => guard.listPartitions(ps, prefix, after, limit),
   });
   const clientApp = buildClientApp({
@@ -118,6 +155,11 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     notReadyReason: () => {
       if (stopping) return 'shutting down';
       if (!driver.config().members.some((m) => m.id === id)) return `not a member of epoch ${driver.config().epoch}`;
+      if (!warmedUp) {
+        const n = unservedPartitions();
+        if (n > 0) return `taking over ${n} partitions`;
+        warmedUp = true;
+      }
       return null;
     },
     extraRoutes: (app) => app.register(clusterRoutes, { config, self: id, driver }),
@@ -136,6 +178,11 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     await store.close();
     unlock();
     throw e;
+  }
+  if (members.length === 1) {
+    // A cluster of one: its takeover only waits out its own lease; be ready when this returns.
+    const deadline = Date.now() + 2 * config.timing.leaseMs + 1000;
+    while (unservedPartitions() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   }
   const bound = clientApp.server.address();
   const clientAddress = typeof bound === 'object' && bound !== null ? { host: bound.address, port: bound.port } : { host, port };

@@ -14,6 +14,9 @@ interface LmdbOptions {
 interface DiskRecord {
   v: Uint8Array | null;
   c: [string, number][];
+  /** Replication (epoch, seq); absent in records written before replication. */
+  e?: number;
+  s?: number;
 }
 
 /**
@@ -72,7 +75,19 @@ export class LmdbStore implements Store {
           case 'put': {
             const prev = this.data.get([op.partition, op.key]);
             this.liveKeys += (op.record.value !== null ? 1 : 0) - (prev !== undefined && prev.v !== null ? 1 : 0);
-            this.data.put([op.partition, op.key], { v: op.record.value, c: op.record.clock as unknown as [string, number][] });
+            const disk: DiskRecord = { v: op.record.value, c: op.record.clock as unknown as [string, number][] };
+            if (op.record.epoch !== undefined) disk.e = op.record.epoch;
+            if (op.record.seq !== undefined) disk.s = op.record.seq;
+            this.data.put([op.partition, op.key], disk);
+            break;
+          }
+          case 'remove-partition': {
+            const doomed: [number, string][] = [];
+            for (const { key, value } of this.data.getRange({ start: [op.partition, ''], end: [op.partition + 1, ''] })) {
+              if (value.v !== null) this.liveKeys--;
+              doomed.push(key);
+            }
+            for (const k of doomed) this.data.remove(k);
             break;
           }
           case 'remove': {
@@ -115,5 +130,7 @@ export class LmdbStore implements Store {
 }
 
 function fromDisk(r: DiskRecord): StoredRecord {
-  return { value: r.v, clock: r.c as unknown as StoredRecord['clock'] };
+  const clock = r.c as unknown as StoredRecord['clock'];
+  if (r.e === undefined || r.s === undefined) return { value: r.v, clock };
+  return { value: r.v, clock, epoch: r.e, seq: r.s };
 }

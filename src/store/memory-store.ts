@@ -40,6 +40,9 @@ export class MemoryStore implements Store {
         case 'remove':
           this.partitions.get(op.partition)?.delete(op.key);
           break;
+        case 'remove-partition':
+          this.partitions.delete(op.partition);
+          break;
         case 'meta':
           this.meta.set(op.key, structuredClone(op.value));
           break;

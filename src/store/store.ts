@@ -13,11 +13,16 @@ import type { VectorClock } from '../core/vector-clock.js';
 export interface StoredRecord {
   readonly value: Uint8Array | null; // null for a tombstone
   readonly clock: VectorClock;
+  /** The (epoch, seq) of the replication log entry that wrote it (absent: written before replication). */
+  readonly epoch?: number;
+  readonly seq?: number;
 }
 
 export type WriteOp =
   | { readonly kind: 'put'; readonly partition: PartitionId; readonly key: string; readonly record: StoredRecord }
   | { readonly kind: 'remove'; readonly partition: PartitionId; readonly key: string }
+  /** Drops every record of a partition (before a full copy). */
+  | { readonly kind: 'remove-partition'; readonly partition: PartitionId }
   | { readonly kind: 'meta'; readonly key: string; readonly value: unknown }
   | { readonly kind: 'meta-remove'; readonly key: string };
 

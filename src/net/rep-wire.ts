@@ -1,0 +1,116 @@
+// Wire form of the replication messages (rep-*, src/core/replication.ts). zod checks the
+// SHAPE (types, sizes, no extra fields); the core checks the MEANING (epochs, sessions).
+//
+// Values are bytes: a record's value travels as a base64 string (null for a tombstone),
+// encoded by `encodeRepMessage` before the message is queued and decoded here. Clocks
+// are arrays of [nodeId, counter] pairs, which JSON carries as they are.
+
+import { z } from 'zod';
+import type { RepMessage } from '../core/replication.js';
+import { replicationLimits } from '../core/replication.js';
+import { NODE_ID_PATTERN, type Epoch, type NodeId, type PartitionId, type Seq } from '../core/types.js';
+import type { VectorClock } from '../core/vector-clock.js';
+
+/** Largest value a record may carry on the wire (the config's valueBytesMax is at most 64 MiB). */
+export const repValueBytesMax = 64 * 1024 ** 2;
+const base64Max = Math.ceil(repValueBytesMax / 3) * 4;
+
+const nodeId = z.string().regex(NODE_ID_PATTERN).transform((s) => s as NodeId);
+const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const seq = count.transform((n) => n as Seq);
+const epochAny = count.transform((n) => n as Epoch); // 0 = the empty position
+const epoch = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).transform((n) => n as Epoch);
+const u32 = z.number().int().min(0).max(0xffffffff);
+const key = z.string().min(1).max(replicationLimits.keyLengthMax);
+
+const clock = z
+  .array(z.tuple([nodeId, z.number().int().min(1).max(Number.MAX_SAFE_INTEGER)]))
+  .max(64)
+  .transform((c) => c as unknown as VectorClock);
+
+const value = z
+  .string()
+  .max(base64Max)
+  .regex(/^[A-Za-z0-9+/]*={0,2}$/)
+  .transform((s) => new Uint8Array(Buffer.from(s, 'base64')))
+  .nullable();
+
+const record = z.strictObject({ value, clock, epoch, seq });
+const position = z.strictObject({ epoch: epochAny, seq });
+const history = z.array(z.strictObject({ epoch, startSeq: seq })).max(replicationLimits.historyMax + 1);
+const partition = z.number().int().min(0).max(1 << 21).transform((n) => n as PartitionId);
+
+const base = { from: nodeId, clusterName: z.string().max(64), epoch };
+const part = { ...base, partition, session: u32 };
+
+export const repMessageSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    ...base,
+    type: z.literal('rep-heartbeat'),
+    nonce: u32,
+    leaseId: count,
+    caughtUpEpoch: count,
+    orphans: z.array(z.tuple([z.number().int().min(0).max(1 << 21), position.nullable()])).max(1 << 16),
+  }),
+  z.strictObject({ ...base, type: z.literal('rep-lease'), nonce: u32, leaseId: count }),
+  z.strictObject({ ...part, type: z.literal('rep-sync') }),
+  z.strictObject({ ...part, type: z.literal('rep-sync-ok'), pos: position.nullable(), history }),
+  z.strictObject({
+    ...part,
+    type: z.literal('rep-catchup'),
+    mode: z.enum(['none', 'delta', 'full']),
+    fromSeq: seq,
+    liveFrom: seq,
+    liveFromEpoch: epochAny,
+    history,
+  }),
+  z.strictObject({ ...part, type: z.literal('rep-copy-req'), mode: z.enum(['delta', 'full']), fromSeq: seq, after: key.nullable() }),
+  z.strictObject({
+    ...part,
+    type: z.literal('rep-copy-chunk'),
+    after: key.nullable(),
+    records: z.array(z.tuple([key, record])).max(replicationLimits.copyChunkMax),
+    next: key.nullable(),
+    pos: position,
+    history,
+  }),
+  z.strictObject({
+    ...part,
+    type: z.literal('rep-append'),
+    entries: z.array(z.strictObject({ seq, key, record })).max(replicationLimits.replicationBatchMax),
+  }),
+  z.strictObject({ ...part, type: z.literal('rep-ack'), acked: seq, caughtUp: z.boolean(), resync: z.boolean() }),
+  z.strictObject({ ...part, type: z.literal('rep-confirm') }),
+]);
+
+export type ParsedRepMessage = { ok: true; msg: RepMessage } | { ok: false; error: string };
+
+export function parseRepMessage(raw: unknown): ParsedRepMessage {
+  const r = repMessageSchema.safeParse(raw);
+  if (r.success) return { ok: true, msg: r.data as unknown as RepMessage };
+  const i = r.error.issues[0]!;
+  return { ok: false, error: `${i.path.join('.') || 'message'}: ${i.message}` };
+}
+
+interface WireRecord {
+  value: string | null;
+  clock: VectorClock;
+  epoch: number;
+  seq: number;
+}
+
+function encodeRecord(r: { value: Uint8Array | null; clock: VectorClock; epoch: number; seq: number }): WireRecord {
+  return {
+    value: r.value === null ? null : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength).toString('base64'),
+    clock: r.clock,
+    epoch: r.epoch,
+    seq: r.seq,
+  };
+}
+
+/** The JSON-safe form of a replication message (values as base64). */
+export function encodeRepMessage(msg: RepMessage): unknown {
+  if (msg.type === 'rep-append') return { ...msg, entries: msg.entries.map((e) => ({ seq: e.seq, key: e.key, record: encodeRecord(e.record) })) };
+  if (msg.type === 'rep-copy-chunk') return { ...msg, records: msg.records.map(([k, r]) => [k, encodeRecord(r)]) };
+  return msg;
+}

@@ -1,0 +1,291 @@
+// Drives the composed membership + replication node (core/replication.ts createKvNode)
+// with a real clock, disk and network. It replaces MembershipDriver.
+//
+// Every KvReady is carried out as PERSIST -> SEND -> REPLY:
+//   * its membership and replication ops go to the store in ONE atomic write (one LMDB
+//     transaction, fsynced), queued at once so consecutive Readies group-commit;
+//   * its replication records are staged in the write-behind overlay first, so the core
+//     reads its own writes immediately (OverlayStoreView);
+//   * its sends and replies wait for its write AND for every earlier Ready's sends and
+//     replies: nothing leaves before what it depends on is durable, and order is kept.
+//
+// Time: the core counts ticks of `tickMs`. Before any message or request is handed to the
+// core, every tick that has elapsed is delivered first (after a GC pause or SIGSTOP the
+// core must judge leases on a clock that has moved on).
+
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { buildRing, type Ring } from '../core/ring.js';
+import type { ClusterConfig, ConfigChange, NewMember } from '../core/membership.js';
+import { describeChange } from '../core/membership.js';
+import * as core from '../core/node.js';
+import type { AdminResult, Message } from '../core/node.js';
+import {
+  canServe,
+  createKvNode,
+  proposeKv,
+  stepKv,
+  submitKv,
+  tickKv,
+  type ClientOp,
+  type ClientResult,
+  type KvNode,
+  type KvReady,
+  type RepEvent,
+  type RepMessage,
+} from '../core/replication.js';
+import { partitionId, type NodeId } from '../core/types.js';
+import { LogOnce } from '../net/peer-auth.js';
+import type { PeerTransport } from '../net/peer-transport.js';
+import { encodeRepMessage } from '../net/rep-wire.js';
+import type { Store, WriteOp } from '../store/store.js';
+import { MembershipDriver, membershipWriteOps, tickMsFor, type DriverOptions } from './membership-driver.js';
+import { loadPartitionMetas, OverlayStoreView, repWriteOps } from './rep-store.js';
+
+export interface KvDriverOptions extends DriverOptions {
+  readonly leaseMs: number;
+  /** Called for every replication event (metrics). */
+  readonly onRepEvent?: (e: RepEvent, failover: boolean) => void;
+}
+
+export class KvDriver extends EventEmitter {
+  readonly node: KvNode;
+  readonly tickMs: number;
+  readonly view: OverlayStoreView;
+  private chain: Promise<void> = Promise.resolve();
+  private timer: NodeJS.Timeout | null = null;
+  private lastTick = 0;
+  private readonly waitingAdmin = new Map<string, (r: AdminResult) => void>();
+  private readonly waitingClient = new Map<string, (r: ClientResult) => void>();
+  private nextRequest = 0;
+  private ringCache: { epoch: number; ring: Ring } | null = null;
+  /** The ring of the config before the current one (to tell failovers from re-takeovers). */
+  private prevRing: Ring | null = null;
+  private trackedCfg: ClusterConfig | null = null;
+  private readonly logOnce = new LogOnce();
+  private stopped = false;
+  private started = false;
+  private pendingReadies: KvReady[] = [];
+
+  constructor(private readonly opts: KvDriverOptions) {
+    super();
+    this.tickMs = tickMsFor(opts.heartbeatMs);
+    this.view = new OverlayStoreView(opts.store);
+    const persisted = MembershipDriver.loadPersisted(opts.store);
+    const metas = loadPartitionMetas(opts.store);
+    const heartbeatTicks = Math.max(1, Math.round(opts.heartbeatMs / this.tickMs));
+    const suspectTicks = Math.max(heartbeatTicks + 2, Math.ceil(opts.suspectAfterMs / this.tickMs));
+    const leaseTicks = Math.min(suspectTicks - 1, Math.max(heartbeatTicks + 1, Math.floor(opts.leaseMs / this.tickMs)));
+    const seed = (Date.now() ^ (process.pid << 8)) >>> 0;
+    const { node, ready } = createKvNode(
+      {
+        membership: {
+          id: opts.id,
+          clusterName: opts.clusterName,
+          initialMembers: opts.initialMembers,
+          cluster: opts.cluster,
+          // Jitter only needs to differ between nodes and restarts; it decides nothing.
+          seed,
+          timing: { heartbeatTicks, suspectTicks },
+          ringChecksum: (cfg) => this.ringFor(cfg).checksum,
+        },
+        replication: {
+          seed: (seed ^ 0x5bd1e995) >>> 0,
+          timing: { heartbeatTicks, leaseTicks, suspectTicks, retransmitTicks: heartbeatTicks, writeTimeoutTicks: Math.max(leaseTicks + 1, Math.ceil(2000 / this.tickMs)) },
+        },
+      },
+      { membership: persisted, metas },
+      this.view,
+    );
+    this.node = node;
+    // Held until start(): the transport and peer listener are not up yet.
+    this.pendingReadies.push(ready);
+  }
+
+  start(): void {
+    this.started = true;
+    this.lastTick = performance.now();
+    for (const r of this.pendingReadies) this.apply(r);
+    this.pendingReadies = [];
+    this.timer = setInterval(() => this.catchUpTicks(), Math.max(5, Math.floor(this.tickMs / 2)));
+    this.apply(tickKv(this.node));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    for (const [, resolve] of this.waitingAdmin) resolve({ status: 'unavailable', reason: 'timeout' });
+    this.waitingAdmin.clear();
+    for (const [, resolve] of this.waitingClient) resolve({ status: 'timeout' });
+    this.waitingClient.clear();
+    await this.chain;
+  }
+
+  deliver(msg: Message | RepMessage): void {
+    if (this.stopped || !this.started) return;
+    this.catchUpTicks();
+    this.apply(stepKv(this.node, msg));
+  }
+
+  /** A client operation on the local replication layer. Always resolves (the core answers every request). */
+  submit(op: ClientOp): Promise<ClientResult> {
+    if (this.stopped || !this.started) return Promise.resolve({ status: 'unavailable', reason: 'no-primary' });
+    this.catchUpTicks();
+    const requestId = `${this.opts.id}-${process.pid}-c${++this.nextRequest}`;
+    return new Promise((resolve) => {
+      this.waitingClient.set(requestId, resolve);
+      this.apply(submitKv(this.node, requestId, op));
+    });
+  }
+
+  /** An admin change. Resolves within the core's proposal timeout, never hangs. */
+  propose(change: ConfigChange): Promise<AdminResult> {
+    if (this.stopped || !this.started) return Promise.resolve({ status: 'unavailable', reason: 'timeout' });
+    this.catchUpTicks();
+    const requestId = `${this.opts.id}-${process.pid}-${++this.nextRequest}`;
+    return new Promise((resolve) => {
+      this.waitingAdmin.set(requestId, resolve);
+      this.apply(proposeKv(this.node, change, requestId));
+    });
+  }
+
+  config(): ClusterConfig {
+    return core.currentConfig(this.node.membership);
+  }
+
+  ring(): Ring {
+    return this.ringFor(this.config());
+  }
+
+  leader(): NodeId | null {
+    return core.leaderOf(this.node.membership);
+  }
+
+  heartbeatAgeMs(id: NodeId): number | null {
+    const t = core.heartbeatAgeTicks(this.node.membership, id);
+    return t === null ? null : t * this.tickMs;
+  }
+
+  /** May this node acknowledge writes and serve strong reads for partition p right now? */
+  canServe(p: number): boolean {
+    return canServe(this.node.rep, p);
+  }
+
+  private catchUpTicks(): void {
+    if (this.stopped) return;
+    const now = performance.now();
+    while (now - this.lastTick >= this.tickMs) {
+      this.lastTick += this.tickMs;
+      this.apply(tickKv(this.node));
+    }
+  }
+
+  private ringFor(cfg: ClusterConfig): Ring {
+    if (this.ringCache?.epoch !== cfg.epoch) this.ringCache = { epoch: cfg.epoch, ring: buildRing(cfg) };
+    return this.ringCache.ring;
+  }
+
+  private apply(r: KvReady): void {
+    const cfg = this.config();
+    if (this.trackedCfg === null || this.trackedCfg.epoch !== cfg.epoch) {
+      if (this.trackedCfg !== null) this.prevRing = buildRing(this.trackedCfg);
+      this.trackedCfg = cfg;
+    }
+    this.report(r);
+    const m = r.membership;
+    const rep = r.rep;
+    const ops: WriteOp[] = [...m.persist.flatMap(membershipWriteOps), ...repWriteOps(rep.persist)];
+    if (ops.length === 0 && m.send.length === 0 && rep.send.length === 0 && m.replies.length === 0 && rep.replies.length === 0) return;
+    const gen = this.view.stage(rep.persist);
+    let written: Promise<void> | null = null;
+    if (ops.length > 0) {
+      written = this.opts.store.write(ops);
+      written.catch(() => undefined); // handled by the chain below
+    }
+    const prev = this.chain;
+    this.chain = (async () => {
+      await prev;
+      if (written !== null) await written;
+      this.view.settle(gen);
+      for (const { to, msg } of m.send) {
+        const url = this.peerUrlOf(to);
+        if (url !== null) this.opts.transport.send(url, msg);
+      }
+      for (const { to, msg } of rep.send) {
+        const url = this.peerUrlOf(to);
+        if (url !== null) this.opts.transport.send(url, encodeRepMessage(msg));
+      }
+      for (const { requestId, result } of m.replies) {
+        const resolve = this.waitingAdmin.get(requestId);
+        this.waitingAdmin.delete(requestId);
+        resolve?.(result);
+      }
+      for (const { requestId, result } of rep.replies) {
+        const resolve = this.waitingClient.get(requestId);
+        this.waitingClient.delete(requestId);
+        resolve?.(result);
+      }
+    })();
+    this.chain.catch((e: unknown) => {
+      // State that cannot reach the disk must never be acted on: stop the node.
+      this.opts.logger.fatal({ err: e }, 'cannot persist node state; stopping');
+      process.exit(70);
+    });
+  }
+
+  private peerUrlOf(id: NodeId): string | null {
+    const log = this.node.membership.log;
+    for (let i = log.length - 1; i >= 0; i--) {
+      const mm = log[i]!.config.members.find((x) => x.id === id);
+      if (mm) return mm.peerUrl;
+    }
+    return this.opts.initialMembers.find((x) => x.id === id)?.peerUrl ?? null;
+  }
+
+  private report(r: KvReady): void {
+    const log = this.opts.logger;
+    for (const e of r.membership.events) {
+      switch (e.type) {
+        case 'learned':
+          log.info({ epoch: e.epoch, change: describeChange(e.change) }, 'config decided');
+          this.emit('config', this.config());
+          break;
+        case 'leader-changed':
+          log.info({ leader: e.leader }, 'leader changed');
+          this.emit('leader', e.leader);
+          break;
+        case 'conflict':
+          log.error({ peer: e.peer, epoch: e.epoch }, 'peer has a different config for the same epoch');
+          break;
+        case 'ring-mismatch':
+          if (this.logOnce.first(`ring-${e.peer}-${e.epoch}`)) log.warn({ peer: e.peer, epoch: e.epoch }, 'peer computes a different ring');
+          break;
+        default:
+          log.debug({ event: e }, 'membership event');
+      }
+    }
+    for (const d of r.membership.dropped) {
+      if (this.logOnce.first(`drop-${d.from}-${d.type}-${d.reason}`)) log.warn({ from: d.from, type: d.type, reason: d.reason }, 'dropped peer message');
+    }
+    for (const e of r.rep.events) {
+      let failover = false;
+      switch (e.type) {
+        case 'version-conflict':
+          log.error({ partition: e.partition, key: e.key }, 'concurrent versions of a key (split brain evidence)');
+          break;
+        case 'serving': {
+          const before = this.prevRing?.primaryOf(partitionId(e.partition));
+          failover = before !== undefined && before !== this.opts.id;
+          log.debug({ partition: e.partition, epoch: e.epoch, failover }, 'serving partition');
+          break;
+        }
+        default:
+          log.debug({ event: e }, 'replication event');
+      }
+      this.opts.onRepEvent?.(e, failover);
+    }
+    for (const d of r.rep.dropped) {
+      if (this.logOnce.first(`rdrop-${d.from}-${d.type}-${d.reason}`)) log.debug({ from: d.from, type: d.type, reason: d.reason }, 'dropped replication message');
+    }
+  }
+}

@@ -1,0 +1,114 @@
+// The replication core's view of the store (core/partition.ts StoreView) over the real
+// Store, with a write-behind overlay: the core must see its own writes at once
+// (read-your-writes), while the Store only shows what is durable. Every Ready's record /
+// partition-reset ops are staged here synchronously, before the Ready's atomic store
+// write is queued, and dropped from the overlay once that write is fsynced.
+//
+// A crash loses the overlay with the process; the node restarts from the disk, which is
+// exactly what the core expects (nothing was sent or replied before it was durable).
+
+import type { KvRecord, PartitionMeta, RepPersistOp, StoreView } from '../core/replication.js';
+import type { Epoch, PartitionId, Seq } from '../core/types.js';
+import { compareUtf8 } from '../store/scan.js';
+import type { Store, StoredRecord, WriteOp } from '../store/store.js';
+
+export const META_PARTITION = 'rep/partition/';
+export const partitionMetaKey = (p: number): string => META_PARTITION + String(p).padStart(8, '0');
+
+/** Partition metadata as persisted by earlier runs (restart). */
+export function loadPartitionMetas(store: Store): Map<number, PartitionMeta> {
+  const out = new Map<number, PartitionMeta>();
+  for (const { key, value } of store.scanMeta<PartitionMeta>(META_PARTITION)) out.set(Number(key.slice(META_PARTITION.length)), value);
+  return out;
+}
+
+/** A stored record as the core sees it. Records from before replication sit at (0, 0). */
+export function toKvRecord(r: StoredRecord | undefined): KvRecord | undefined {
+  if (r === undefined) return undefined;
+  return { value: r.value, clock: r.clock, epoch: (r.epoch ?? 0) as Epoch, seq: (r.seq ?? 0) as Seq };
+}
+
+function toStored(r: KvRecord): StoredRecord {
+  return { value: r.value, clock: r.clock, epoch: r.epoch, seq: r.seq };
+}
+
+/** The store write ops for one Ready's replication persist ops, in order. */
+export function repWriteOps(ops: readonly RepPersistOp[]): WriteOp[] {
+  return ops.map((op): WriteOp => {
+    switch (op.kind) {
+      case 'record':
+        return { kind: 'put', partition: op.partition, key: op.key, record: toStored(op.record) };
+      case 'partition-meta':
+        return { kind: 'meta', key: partitionMetaKey(op.partition), value: op.meta };
+      case 'partition-reset':
+        return { kind: 'remove-partition', partition: op.partition };
+    }
+  });
+}
+
+interface PartitionOverlay {
+  /** Newest staged record per key and the generation (Ready) that staged it. */
+  readonly records: Map<string, { record: KvRecord; gen: number }>;
+  /** A staged partition-reset not yet durable: the disk's records are gone for the core. */
+  resetGen: number | null;
+}
+
+export class OverlayStoreView implements StoreView {
+  private readonly parts = new Map<number, PartitionOverlay>();
+  private gen = 0;
+
+  constructor(private readonly store: Store) {}
+
+  get(partition: PartitionId, key: string): KvRecord | undefined {
+    const o = this.parts.get(partition);
+    const hit = o?.records.get(key);
+    if (hit !== undefined) return hit.record;
+    if (o !== undefined && o.resetGen !== null) return undefined;
+    return toKvRecord(this.store.get(partition, key));
+  }
+
+  scan(partition: PartitionId, after: string | null, limit: number): { key: string; record: KvRecord }[] {
+    const o = this.parts.get(partition);
+    const merged = new Map<string, KvRecord>();
+    if (o === undefined || o.resetGen === null) {
+      for (const { key, record } of this.store.scan(partition, { prefix: '', after: after ?? '', limit, includeTombstones: true })) {
+        merged.set(key, toKvRecord(record)!);
+      }
+    }
+    if (o !== undefined) {
+      for (const [key, { record }] of o.records) if (after === null || compareUtf8(key, after) > 0) merged.set(key, record);
+    }
+    // The store's first `limit` keys plus every overlay key after `after` contain the
+    // union's first `limit` keys.
+    return [...merged.keys()]
+      .sort(compareUtf8)
+      .slice(0, limit)
+      .map((key) => ({ key, record: merged.get(key)! }));
+  }
+
+  /** Stage one Ready's ops (visible at once). Returns the generation to settle once durable. */
+  stage(ops: readonly RepPersistOp[]): number {
+    const gen = ++this.gen;
+    for (const op of ops) {
+      if (op.kind === 'partition-meta') continue;
+      let o = this.parts.get(op.partition);
+      if (o === undefined) this.parts.set(op.partition, (o = { records: new Map(), resetGen: null }));
+      if (op.kind === 'partition-reset') {
+        o.records.clear();
+        o.resetGen = gen;
+      } else {
+        o.records.set(op.key, { record: op.record, gen });
+      }
+    }
+    return gen;
+  }
+
+  /** Every generation up to `gen` is durable: the store shows it now. */
+  settle(gen: number): void {
+    for (const [p, o] of this.parts) {
+      for (const [key, r] of o.records) if (r.gen <= gen) o.records.delete(key);
+      if (o.resetGen !== null && o.resetGen <= gen) o.resetGen = null;
+      if (o.records.size === 0 && o.resetGen === null) this.parts.delete(p);
+    }
+  }
+}
