@@ -9,7 +9,7 @@ export default defineConfig({
     // so every test picks free ports itself.
     pool: 'forks',
     // CI asks for a JSON report too (for its one-line "N passed, N failed" summary).
-    reporters: process.env.RINGKV_VITEST_JSON ? ['default', 'json'] : ['default'],
-    outputFile: process.env.RINGKV_VITEST_JSON ? { json: process.env.RINGKV_VITEST_JSON } : undefined,
+    reporters: process.env.VITEST_JSON_REPORT ? ['default', 'json'] : ['default'],
+    outputFile: process.env.VITEST_JSON_REPORT ? { json: process.env.VITEST_JSON_REPORT } : undefined,
   },
 });
