@@ -367,6 +367,15 @@ describe('unknown-outcome operations', () => {
     expectViolation([put(0, 0, 1, 'a', 'v1'), del(1, 2, null, 'deleted', 'v0'), get(0, 10, 11, null)]);
   });
 
+  it('with unknownMaxDelay, an unknown write must take effect within that delay or never', () => {
+    const h = [put(0, 0, 1, 'a', 'v1'), put(1, 2, null, 'b', ''), get(2, 50, 51, ['a', 'v1']), get(0, 60, 61, ['b', 'v2'])];
+    expectOk(h);
+    expect(checkLinearizable(h, { unknownMaxDelay: 100 }).ok).toBe(true);
+    // The read at 50 proves it had not taken effect by then; 2 + 30 < 50.
+    expect(checkLinearizable(h, { unknownMaxDelay: 30 }).ok).toBe(false);
+    expect(checkLinearizable([put(1, 2, null, 'b', ''), get(2, 50, 51, null)], { unknownMaxDelay: 30 }).ok).toBe(true);
+  });
+
   it('ignores reads with an unknown outcome', () => {
     expectOk([put(0, 0, 1, 'a', 'v1'), op(1, 2, null, { type: 'get' }, null)]);
   });
@@ -392,10 +401,24 @@ describe('diagnostics', () => {
     console.log(`[linearizability] violation in a 604-op history found and narrowed to a ${w.ops.length}-op window in ${ms.toFixed(0)} ms`);
   });
 
+  it('still proves a violation from a small window when the whole-history search runs out of budget', () => {
+    const prng = createPrng(11);
+    const specs = [...randomSpecs(prng, 400, 8, 0.01), soloPut, soloPut, ...randomSpecs(prng, 100, 8, 0), soloGet];
+    const h = simulate('k', specs, 8, 0);
+    const last = h[h.length - 1]!;
+    const bad = [...h.slice(0, -1), readReturning(last, h[400]!)];
+    expect(checkLinearizable(bad, { maxStepsPerKey: 1000, minimizeWindow: false }).ok).toBe('unknown');
+    const r = checkLinearizable(bad, { maxStepsPerKey: 1000, windowMaxSteps: 5_000_000 });
+    expect(r.ok, formatCheckResult(r)).toBe(false);
+    if (r.ok !== false) return;
+    expect(r.reason).toContain('ran out');
+    expect(r.smallestFailingWindow!.ops.map((o) => o.id)).toContain(last.id);
+  });
+
   it("answers 'unknown' when the budget runs out", () => {
     // Many concurrent blind writes followed by an impossible read: the search must try them all.
     const h: KvOp[] = [];
-    for (let c = 0; c < 12; c++) h.push(put(c, 0, 100, `w${c}`, `v${c}`));
+    for (let c = 0; c < 10; c++) h.push(put(c, 0, 100, `w${c}`, `v${c}`));
     h.push(get(99, 101, 102, ['nope', 'v0']));
     h.push(get(99, 103, 104, ['w0', 'v0']));
     const r = checkLinearizable(h, { maxStepsPerKey: 100 });
@@ -433,6 +456,11 @@ describe('HistoryRecorder', () => {
     expect(() => a.ok({ type: 'written', version: 'v1' })).toThrow(/already resolved/);
     const bad = rec.invoke(0, 'k', { type: 'get' });
     expect(() => bad.ok({ type: 'deleted' })).toThrow(/cannot answer/);
+    bad.ok({ type: 'absent' }); // still pending after the rejected output
+    t = 10;
+    const settled = rec.invoke(1, 'k', { type: 'put', value: 'z' });
+    t = 11;
+    expect(settled.unknown({ settled: true })).toMatchObject({ call: 10, ret: 11, output: null });
   });
 
   it('defaults to performance.now()', () => {
@@ -443,6 +471,145 @@ describe('HistoryRecorder', () => {
     const [o] = rec.history();
     expect(o!.call).toBeGreaterThanOrEqual(before);
     expect(o!.ret!).toBeGreaterThanOrEqual(o!.call);
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// A brute-force reference: every order of the known-outcome ops and any subset of the
+// unknown-outcome ones that respects real time, run on a plain register. An unknown write's
+// version, never seen, is tried as every version the history mentions and as a fresh one.
+
+type RefState = { readonly value: string; readonly version: string } | null;
+const BAD = Symbol('impossible');
+
+function refStep(s: RefState, op: KvOp, chosen: string): RefState | typeof BAD {
+  const i = op.input;
+  const o = op.output;
+  switch (i.type) {
+    case 'get':
+      if (o === null) return s;
+      if (o.type === 'absent') return s === null ? s : BAD;
+      return o.type === 'found' && s !== null && s.value === o.value && s.version === o.version ? s : BAD;
+    case 'put':
+      if (o === null) return { value: i.value, version: chosen };
+      if (o.type !== 'written' || (o.created === true && s !== null) || (o.created === false && s === null)) return BAD;
+      return { value: i.value, version: o.version };
+    case 'cas': {
+      const match = s !== null && s.version === i.expectedVersion;
+      if (o === null) return match ? { value: i.value, version: chosen } : BAD;
+      if (o.type === 'failed') return match ? BAD : s;
+      return o.type === 'written' && match && o.created !== true ? { value: i.value, version: o.version } : BAD;
+    }
+    case 'create':
+      if (o === null) return s === null ? { value: i.value, version: chosen } : BAD;
+      if (o.type === 'failed') return s === null ? BAD : s;
+      return o.type === 'written' && s === null && o.created !== false ? { value: i.value, version: o.version } : BAD;
+    case 'delete': {
+      const e = i.expectedVersion;
+      const match = s !== null && (e === undefined || s.version === e);
+      if (o === null || o.type === 'deleted') return match ? null : BAD;
+      if (o.type === 'not_found') return s === null ? s : BAD;
+      if (o.type === 'failed') return e !== undefined && !match ? s : BAD;
+      return BAD;
+    }
+  }
+}
+
+function bruteForce(h: readonly KvOp[], maxDelay = Infinity): boolean {
+  const versions = new Set<string>(['fresh']);
+  for (const op of h) {
+    if ('expectedVersion' in op.input && op.input.expectedVersion !== undefined) versions.add(op.input.expectedVersion);
+    if (op.output !== null && 'version' in op.output) versions.add(op.output.version);
+  }
+  const done = new Array<boolean>(h.length).fill(false);
+  const knownLeft = (): boolean => h.some((op, k) => !done[k] && op.output !== null);
+  const ready = (k: number): boolean =>
+    h.every((a, j) => j === k || done[j] || a.output === null || a.ret === null || !(a.ret < h[k]!.call)) &&
+    // An unknown op takes effect by its ret if given, else by call + maxDelay: before any
+    // op called after that.
+    (h[k]!.output !== null || h.every((b, j) => !done[j] || b.call <= (h[k]!.ret ?? h[k]!.call + maxDelay)));
+  const go = (s: RefState): boolean => {
+    if (!knownLeft()) return true;
+    for (let k = 0; k < h.length; k++) {
+      if (done[k] || !ready(k)) continue;
+      const op = h[k]!;
+      for (const v of op.output === null ? versions : ['-']) {
+        const ns = refStep(s, op, v);
+        if (ns === BAD) continue;
+        done[k] = true;
+        const ok = go(ns);
+        done[k] = false;
+        if (ok) return true;
+      }
+    }
+    return false;
+  };
+  return go(null);
+}
+
+const arbSmallOp = fc.record({
+  client: fc.nat({ max: 3 }),
+  call: fc.nat({ max: 12 }),
+  dur: fc.nat({ max: 6 }),
+  /** 0: known outcome; 1: unknown; 2: unknown but settled by its return time. */
+  unknown: fc.constantFrom(0, 0, 0, 0, 1, 2),
+  kind: fc.constantFrom('get', 'put', 'cas', 'create', 'delete', 'cdelete'),
+  value: fc.constantFrom('a', 'b', 'c'),
+  version: fc.constantFrom('v1', 'v2', 'v3'),
+  version2: fc.constantFrom('v1', 'v2', 'v3'),
+  outcome: fc.nat({ max: 5 }),
+  created: fc.constantFrom<boolean | undefined>(true, false, undefined),
+});
+
+function smallHistory(specs: readonly (typeof arbSmallOp extends fc.Arbitrary<infer T> ? T : never)[]): KvOp[] {
+  return specs.map((x, id): KvOp => {
+    const ret = x.unknown === 1 ? null : x.call + x.dur;
+    const base = { id, client: x.client, key: 'k', call: x.call, ret };
+    const written: KvOutput = { type: 'written', version: x.version2, ...(x.created === undefined ? {} : { created: x.created }) };
+    const fail = x.outcome % 2 === 0;
+    switch (x.kind) {
+      case 'get':
+        return { ...base, input: { type: 'get' }, output: fail ? { type: 'absent' } : { type: 'found', value: x.value, version: x.version } };
+      case 'put':
+        return { ...base, input: { type: 'put', value: x.value }, output: written };
+      case 'cas':
+        return { ...base, input: { type: 'cas', expectedVersion: x.version, value: x.value }, output: fail ? { type: 'failed' } : written };
+      case 'create':
+        return { ...base, input: { type: 'create', value: x.value }, output: fail ? { type: 'failed' } : written };
+      case 'delete':
+        return { ...base, input: { type: 'delete' }, output: fail ? { type: 'not_found' } : { type: 'deleted' } };
+      default:
+        return {
+          ...base,
+          input: { type: 'delete', expectedVersion: x.version },
+          output: x.outcome % 3 === 0 ? { type: 'failed' } : x.outcome % 3 === 1 ? { type: 'deleted' } : { type: 'not_found' },
+        };
+    }
+  }).map((op, k) => (specs[k]!.unknown !== 0 ? { ...op, output: null } : op));
+}
+
+describe('agrees with a brute-force reference', () => {
+  it('on small random histories (random outputs, repeated values and versions, unknown outcomes)', () => {
+    let accepted = 0;
+    let rejected = 0;
+    fc.assert(
+      fc.property(fc.array(arbSmallOp, { minLength: 1, maxLength: 6 }), fc.constantFrom(Infinity, Infinity, 0, 2, 5), (specs, maxDelay) => {
+        const h = smallHistory(specs);
+        const expected = bruteForce(h, maxDelay);
+        const r = checkLinearizable(h, { unknownMaxDelay: maxDelay });
+        expect(r.ok, `${formatCheckResult(r)}\n${JSON.stringify(h)}`).toBe(expected);
+        // A failing window that starts at the beginning fails on its own.
+        if (r.ok === false && r.smallestFailingWindow?.from === null) {
+          expect(checkLinearizable(r.smallestFailingWindow.ops, { unknownMaxDelay: maxDelay }).ok).toBe(false);
+        }
+        if (expected) accepted++;
+        else rejected++;
+      }),
+      { numRuns: 3000 },
+    );
+    // Both answers were exercised.
+    expect(accepted).toBeGreaterThan(300);
+    expect(rejected).toBeGreaterThan(300);
   });
 });
 
@@ -502,6 +669,18 @@ describe('performance', () => {
     console.log(`[linearizability] ${h.length} ops (${keys.length} keys, 8 clients each, ${unknown} unknown outcomes) checked in ${ms.toFixed(0)} ms`);
     expect(r.ok, formatCheckResult(r)).toBe(true);
     expect(ms).toBeLessThan(20_000);
+  });
+
+  it('checks 2,000 ops of 16 concurrent clients with a few unknown outcomes', () => {
+    for (const seed of [1, 2, 3]) {
+      const h = simulate('k', randomSpecs(createPrng(seed), 2000, 16, 0.005), 16, 0);
+      const t0 = performance.now();
+      const r = checkLinearizable(h);
+      const ms = performance.now() - t0;
+      console.log(`[linearizability] 2000 ops, 16 clients, ${h.filter((o) => o.output === null).length} unknown outcomes (seed ${seed}): ${ms.toFixed(0)} ms`);
+      expect(r.ok, formatCheckResult(r)).toBe(true);
+      expect(ms).toBeLessThan(20_000);
+    }
   });
 
   it('finds a violation near the end of a 2,000-op, 8-client history', () => {
