@@ -62,7 +62,8 @@ export class LocalCluster {
       if (Date.now() > deadline) throw new Error(`ringkv local did not start:\n${out.text}`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    await Promise.all(c.ids().map((id) => waitReady(c.client(id))));
+    // Readiness includes every primary's first takeover; a loaded machine needs time.
+    await Promise.all(c.ids().map((id) => waitReady(c.client(id), undefined, 45_000)));
     return c;
   }
 
