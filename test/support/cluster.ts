@@ -106,7 +106,7 @@ export class LocalCluster {
   async restart(id: string): Promise<void> {
     const p = spawnRingkv(['serve', '--config', join(this.dir, id, 'ringkv.yaml')], { RINGKV_CLUSTER_SECRET: this.secret() });
     this.restarted.set(id, p);
-    await waitReady(this.client(id), p);
+    await waitReady(this.client(id), p, 45_000);
   }
 
   /** Polls until pred holds for the view of node `id`, or fails with the last view. */
