@@ -56,14 +56,19 @@ export class LocalCluster {
     local.stdout!.on('data', (d: Buffer) => (out.text += d.toString()));
     local.stderr!.on('data', (d: Buffer) => (out.text += d.toString()));
     const c = new LocalCluster(n, base, dir, local, out);
-    const deadline = Date.now() + 20_000;
-    while (c.pids.size < n) {
-      for (const m of out.text.matchAll(/^\s+(n\d+)\s+client \S+\s+peer \S+\s+pid (\d+)$/gm)) c.pids.set(m[1]!, Number(m[2]));
-      if (Date.now() > deadline) throw new Error(`ringkv local did not start:\n${out.text}`);
-      await new Promise((r) => setTimeout(r, 50));
+    try {
+      const deadline = Date.now() + 20_000;
+      while (c.pids.size < n) {
+        for (const m of out.text.matchAll(/^\s+(n\d+)\s+client \S+\s+peer \S+\s+pid (\d+)$/gm)) c.pids.set(m[1]!, Number(m[2]));
+        if (Date.now() > deadline) throw new Error(`ringkv local did not start:\n${out.text}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // Readiness includes every primary's first takeover; a loaded machine needs time.
+      await Promise.all(c.ids().map((id) => waitReady(c.client(id), undefined, 45_000)));
+    } catch (e) {
+      await c.stop(); // never leave node processes behind a failed start
+      throw e;
     }
-    // Readiness includes every primary's first takeover; a loaded machine needs time.
-    await Promise.all(c.ids().map((id) => waitReady(c.client(id), undefined, 45_000)));
     return c;
   }
 
