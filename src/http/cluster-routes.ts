@@ -13,7 +13,7 @@ import { primaryFor } from '../runtime/cluster-kv.js';
 import { ApiError } from './errors.js';
 import { parseKeyAt } from './kv-routes.js';
 
-/** What the cluster routes need from the node's driver (MembershipDriver or KvDriver). */
+/** What the cluster routes need from the node's driver (KvDriver). */
 export interface ClusterDriver {
   config(): ClusterConfig;
   ring(): Ring;

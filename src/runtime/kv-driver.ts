@@ -1,5 +1,5 @@
 // Drives the composed membership + replication node (core/replication.ts createKvNode)
-// with a real clock, disk and network. It replaces MembershipDriver.
+// with a real clock, disk and network.
 //
 // Every KvReady is carried out as PERSIST -> SEND -> REPLY:
 //   * its membership and replication ops go to the store in ONE atomic write (one LMDB
@@ -39,7 +39,7 @@ import { LogOnce } from '../net/peer-auth.js';
 import type { PeerTransport } from '../net/peer-transport.js';
 import { encodeRepMessage } from '../net/rep-wire.js';
 import type { Store, WriteOp } from '../store/store.js';
-import { MembershipDriver, membershipWriteOps, tickMsFor, type DriverOptions } from './membership-driver.js';
+import { loadMembershipState, membershipWriteOps, tickMsFor, type DriverOptions } from './membership-state.js';
 import { loadPartitionMetas, OverlayStoreView, repWriteOps } from './rep-store.js';
 
 export interface KvDriverOptions extends DriverOptions {
@@ -71,7 +71,7 @@ export class KvDriver extends EventEmitter {
     super();
     this.tickMs = tickMsFor(opts.heartbeatMs);
     this.view = new OverlayStoreView(opts.store);
-    const persisted = MembershipDriver.loadPersisted(opts.store);
+    const persisted = loadMembershipState(opts.store);
     const metas = loadPartitionMetas(opts.store);
     const heartbeatTicks = Math.max(1, Math.round(opts.heartbeatMs / this.tickMs));
     const suspectTicks = Math.max(heartbeatTicks + 2, Math.ceil(opts.suspectAfterMs / this.tickMs));
