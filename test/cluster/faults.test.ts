@@ -14,11 +14,10 @@ import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LocalCluster, type ClusterView } from '../support/cluster.js';
+import { LocalCluster, allActive } from '../support/cluster.js';
 import { formatCheckResult } from '../support/linearizability.js';
 import { Workload, checkReplicas, pidOf, placement, sleep, versionConflicts } from '../support/workload.js';
 
-const allActive = (n: number) => (v: ClusterView) => v.members.length === n && v.members.every((m) => m.status === 'active');
 const LEASE_MS = 800; // leaseTicks 16 x 50 ms (docs/replication.md)
 
 /** `count` keys named `${prefix}-<i>` whose primary satisfies `pred`, in order. */

@@ -2,9 +2,8 @@
 // quorum behaviour, routing, and bad input on the peer API.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LocalCluster, statusOf, type ClusterView } from '../support/cluster.js';
+import { LocalCluster, statusOf, allActive } from '../support/cluster.js';
 
-const allActive = (n: number) => (v: ClusterView) => v.members.length === n && v.members.every((m) => m.status === 'active');
 
 describe('3-node cluster from ringkv local', () => {
   let c: LocalCluster;

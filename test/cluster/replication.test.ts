@@ -4,10 +4,10 @@
 // no node may see concurrent versions (split brain).
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LocalCluster, type ClusterView } from '../support/cluster.js';
+import { LocalCluster, allActive } from '../support/cluster.js';
+import { metric } from '../support/workload.js';
 import { HistoryRecorder, formatCheckResult, type KvOp } from '../support/linearizability.js';
 
-const allActive = (n: number) => (v: ClusterView) => v.members.length === n && v.members.every((m) => m.status === 'active');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const CLIENTS = 8;
@@ -16,12 +16,6 @@ const RUN_MS = 6000;
 const KILL_AT = 2000;
 const RESTART_AT = 4000;
 
-async function metric(base: string, name: string): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`, { signal: AbortSignal.timeout(3000) })).text();
-  let sum = 0;
-  for (const line of text.split('\n')) if (line.startsWith(name) && (line[name.length] === '{' || line[name.length] === ' ')) sum += Number(line.split(' ').pop());
-  return sum;
-}
 
 describe('replication under kill -9 of a primary (3 nodes, ringkv local)', () => {
   let c: LocalCluster;

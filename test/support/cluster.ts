@@ -146,3 +146,6 @@ export class LocalCluster {
 }
 
 export const statusOf = (v: ClusterView, id: string): string | undefined => v.members.find((m) => m.id === id)?.status;
+
+/** Every one of n members is active. */
+export const allActive = (n: number) => (v: ClusterView): boolean => v.members.length === n && v.members.every((m) => m.status === 'active');
