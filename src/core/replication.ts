@@ -254,7 +254,9 @@ export type RepEvent =
   | { readonly type: 'serving'; readonly partition: PartitionId; readonly epoch: Epoch; readonly atTick: number }
   | { readonly type: 'copy'; readonly partition: PartitionId; readonly mode: 'delta' | 'full'; readonly role: 'primary' | 'follower' }
   | { readonly type: 'caught-up'; readonly partition: PartitionId; readonly epoch: Epoch }
-  | { readonly type: 'confirmed'; readonly partition: PartitionId; readonly learner: NodeId; readonly epoch: Epoch };
+  | { readonly type: 'confirmed'; readonly partition: PartitionId; readonly learner: NodeId; readonly epoch: Epoch }
+  /** The lease `peer` granted us ran out without a renewal (the peer is dead, paused or cut off). */
+  | { readonly type: 'lease-expired'; readonly peer: NodeId };
 
 export interface RepDropped {
   readonly from: NodeId;
@@ -360,6 +362,23 @@ export function canServe(rep: Replication, p: number): boolean {
 }
 
 /** readyToActivate for the membership leader: has `id` reported itself caught up for cfg's epoch? */
+/**
+ * Replication lag of every partition this node is the serving primary of: the entries
+ * its slowest follower (in-sync replica or catching-up learner) has yet to persist.
+ */
+export function replicationLag(rep: Replication): Map<PartitionId, number> {
+  const out = new Map<PartitionId, number>();
+  for (const ps of rep.partitions) {
+    const pr = ps.primary;
+    if (pr === null || pr.phase !== 'serving') continue;
+    const head = ps.meta.pos?.seq ?? 0;
+    let lag = 0;
+    for (const f of pr.followers.values()) lag = Math.max(lag, head - f.acked);
+    out.set(ps.id, lag);
+  }
+  return out;
+}
+
 export function isCaughtUp(rep: Replication, id: NodeId, cfg: ClusterConfig): boolean {
   if (id === rep.id) return rep.cfg !== null && rep.cfg.epoch === cfg.epoch && caughtUpEpoch(rep) === cfg.epoch;
   return rep.peerCaughtUp.get(id) === cfg.epoch;
@@ -393,6 +412,8 @@ export function tick(rep: Replication): RepReady {
   const out = newReady();
   rep.now += 1;
   if (rep.cfg === null) return out;
+  // A grant is valid while now < until: it lapses on exactly one tick.
+  for (const [peer, until] of rep.leaseUntil) if (until === rep.now) out.events.push({ type: 'lease-expired', peer });
   if (rep.now >= rep.nextHeartbeatTick) {
     sendHeartbeats(rep, out);
     rep.nextHeartbeatTick = rep.now + rep.timing.heartbeatTicks;

@@ -9,9 +9,11 @@ export class Metrics {
   readonly keys: Gauge;
   readonly failovers: Counter;
   readonly takeovers: Counter;
+  readonly failoverSeconds: Histogram;
+  readonly leaseExpiries: Counter<'peer'>;
 
   /** Set by the runtime once replication runs: partitions this node leads, serving, and their copies. */
-  replication: (() => { primaries: number; serving: number; inSyncMin: number }) | null = null;
+  replication: (() => { primaries: number; serving: number; inSyncMin: number; lag: ReadonlyMap<number, number> }) | null = null;
 
   /** Set by the runtime once membership runs: the cluster facts exported as gauges. */
   cluster: (() => { epoch: number; isLeader: boolean; members: Map<string, number> }) | null = null;
@@ -55,7 +57,30 @@ export class Metrics {
       help: 'Takeovers completed by this node (every config change makes a primary take over again).',
       registers: [this.registry],
     });
+    this.failoverSeconds = new Histogram({
+      name: 'ringkv_failover_seconds',
+      help: 'Failovers taken by this node: from the last message heard from the dead primary to serving (lease wait included).',
+      buckets: [0.5, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 5, 10],
+      registers: [this.registry],
+    });
+    this.leaseExpiries = new Counter({
+      name: 'ringkv_lease_expiries_total',
+      help: 'Leases granted to this node by a peer that ran out without renewal (the peer is dead, paused or cut off), by peer.',
+      labelNames: ['peer'],
+      registers: [this.registry],
+    });
     const rview = () => this.replication?.();
+    new Gauge({
+      name: 'ringkv_replication_lag_entries',
+      help: 'Per partition this node is the serving primary of: writes its slowest follower has not yet persisted.',
+      labelNames: ['partition'],
+      registers: [this.registry],
+      collect() {
+        const v = rview();
+        this.reset(); // partitions this node no longer leads disappear
+        if (v) for (const [p, lag] of v.lag) this.set({ partition: String(p) }, lag);
+      },
+    });
     new Gauge({
       name: 'ringkv_partitions_primary',
       help: 'Partitions this node is the primary of, and how many of them are serving.',

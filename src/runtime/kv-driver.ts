@@ -24,6 +24,7 @@ import {
   canServe,
   createKvNode,
   proposeKv,
+  replicationLag,
   stepKv,
   submitKv,
   tickKv,
@@ -44,8 +45,20 @@ import { loadPartitionMetas, OverlayStoreView, repWriteOps } from './rep-store.j
 
 export interface KvDriverOptions extends DriverOptions {
   readonly leaseMs: number;
-  /** Called for every replication event (metrics). */
-  readonly onRepEvent?: (e: RepEvent, failover: boolean) => void;
+  /** Called for every replication event (metrics); see RepEventInfo. */
+  readonly onRepEvent?: (e: RepEvent, info: RepEventInfo) => void;
+}
+
+/** What the driver adds to a replication event. */
+export interface RepEventInfo {
+  /** A 'serving' event for a partition another node was the primary of in the previous config. */
+  readonly failover: boolean;
+  /**
+   * For a failover away from a node that is no longer active: milliseconds from the last
+   * message heard from the old primary to the moment this node serves (its lease wait
+   * included). It overstates the outage by at most one heartbeat period.
+   */
+  readonly failoverMs: number | null;
 }
 
 export class KvDriver extends EventEmitter {
@@ -171,6 +184,11 @@ export class KvDriver extends EventEmitter {
     return canServe(this.node.rep, p);
   }
 
+  /** Entries the slowest follower lacks, per partition this node serves as primary. */
+  replicationLag(): Map<number, number> {
+    return replicationLag(this.node.rep);
+  }
+
   private catchUpTicks(): void {
     if (this.stopped) return;
     const now = performance.now();
@@ -269,6 +287,7 @@ export class KvDriver extends EventEmitter {
     }
     for (const e of r.rep.events) {
       let failover = false;
+      let failoverMs: number | null = null;
       switch (e.type) {
         case 'version-conflict':
           log.error({ partition: e.partition, key: e.key }, 'concurrent versions of a key (split brain evidence)');
@@ -276,13 +295,20 @@ export class KvDriver extends EventEmitter {
         case 'serving': {
           const before = this.prevRing?.primaryOf(partitionId(e.partition));
           failover = before !== undefined && before !== this.opts.id;
-          log.debug({ partition: e.partition, epoch: e.epoch, failover }, 'serving partition');
+          if (failover && this.config().members.find((m) => m.id === before)?.status !== 'active') {
+            const silentTicks = core.heartbeatAgeTicks(this.node.membership, before!) ?? 0;
+            failoverMs = (silentTicks + Math.max(0, e.atTick - this.node.rep.now)) * this.tickMs;
+          }
+          log.debug({ partition: e.partition, epoch: e.epoch, failover, failoverMs }, 'serving partition');
           break;
         }
+        case 'lease-expired':
+          if (this.logOnce.first(`lease-${e.peer}-${this.config().epoch}`)) log.info({ peer: e.peer }, 'lease from peer expired');
+          break;
         default:
           log.debug({ event: e }, 'replication event');
       }
-      this.opts.onRepEvent?.(e, failover);
+      this.opts.onRepEvent?.(e, { failover, failoverMs });
     }
     for (const d of r.rep.dropped) {
       if (this.logOnce.first(`rdrop-${d.from}-${d.type}-${d.reason}`)) log.debug({ from: d.from, type: d.type, reason: d.reason }, 'dropped replication message');

@@ -85,11 +85,13 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     store,
     transport,
     logger,
-    onRepEvent: (e, failover) => {
+    onRepEvent: (e, info) => {
       if (e.type === 'version-conflict') metrics.versionConflicts.inc();
-      if (e.type === 'serving') {
+      else if (e.type === 'lease-expired') metrics.leaseExpiries.inc({ peer: e.peer });
+      else if (e.type === 'serving') {
         metrics.takeovers.inc();
-        if (failover) metrics.failovers.inc();
+        if (info.failover) metrics.failovers.inc();
+        if (info.failoverMs !== null) metrics.failoverSeconds.observe(info.failoverMs / 1000);
       }
     },
   });
@@ -118,7 +120,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
       if (driver.canServe(p)) serving++;
       inSyncMin = Math.min(inSyncMin, ring.preference(partitionId(p)).filter((m) => active.has(m)).length);
     }
-    return { primaries, serving, inSyncMin: primaries === 0 ? 0 : inSyncMin };
+    return { primaries, serving, inSyncMin: primaries === 0 ? 0 : inSyncMin, lag: driver.replicationLag() };
   };
   // Ready once every partition this node leads has served once since the start (a
   // restarted primary first re-runs takeover and waits out the leases).

@@ -5,7 +5,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster, allActive } from '../support/cluster.js';
-import { metric } from '../support/workload.js';
+import { metric, metricSamples } from '../support/workload.js';
 import { HistoryRecorder, formatCheckResult, type KvOp } from '../support/linearizability.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -173,6 +173,20 @@ describe('replication under kill -9 of a primary (3 nodes, ringkv local)', () =>
     expect(staleMismatches).toBe(0);
     expect(result.ok).toBe(true);
     expect(conflicts).toEqual([0, 0, 0]);
+    // The failover shows in the survivors' metrics: leases from the victim expired, the
+    // time to fail over was observed, and once healed no partition lags.
+    const survivors = c.ids().filter((id) => id !== victim);
+    const expiries = (await Promise.all(survivors.map((id) => metricSamples(c.client(id), 'ringkv_lease_expiries_total')))).flat();
+    const failoverCount = (await Promise.all(survivors.map((id) => metric(c.client(id), 'ringkv_failover_seconds_count')))).reduce((a, b) => a + b, 0);
+    const failoverSum = (await Promise.all(survivors.map((id) => metric(c.client(id), 'ringkv_failover_seconds_sum')))).reduce((a, b) => a + b, 0);
+    const lags = (await Promise.all(c.ids().map((id) => metricSamples(c.client(id), 'ringkv_replication_lag_entries')))).flat();
+    console.log(`metrics: lease expiries ${JSON.stringify(expiries)}; failovers observed ${failoverCount}, mean ${(failoverSum / failoverCount).toFixed(2)} s; lag series ${lags.length}, max ${Math.max(...lags.map((l) => l.value))}`);
+    expect(expiries.filter((e) => e.labels.peer === victim).reduce((a, e) => a + e.value, 0)).toBeGreaterThanOrEqual(1);
+    expect(failoverCount).toBeGreaterThanOrEqual(1);
+    expect(failoverSum / failoverCount).toBeGreaterThan(0.2);
+    expect(failoverSum / failoverCount).toBeLessThan(5);
+    expect(lags.length).toBe(128); // every partition has one serving primary
+    expect(Math.max(...lags.map((l) => l.value))).toBe(0);
     // The workload did real work (a loaded CI machine still manages dozens of writes).
     expect(stats.acked).toBeGreaterThan(30);
     expect(resumeMs).toBeLessThan(2000);

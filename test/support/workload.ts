@@ -263,11 +263,22 @@ export class Workload {
   }
 }
 
-export async function metric(base: string, name: string): Promise<number> {
+/** Every sample of metric `name` on the node at `base`, with its labels. */
+export async function metricSamples(base: string, name: string): Promise<{ labels: Record<string, string>; value: number }[]> {
   const text = await (await fetch(`${base}/metrics`, { signal: AbortSignal.timeout(3000) })).text();
-  let sum = 0;
-  for (const line of text.split('\n')) if (line.startsWith(name) && (line[name.length] === '{' || line[name.length] === ' ')) sum += Number(line.split(' ').pop());
-  return sum;
+  const out: { labels: Record<string, string>; value: number }[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name) || (line[name.length] !== '{' && line[name.length] !== ' ')) continue;
+    const labels: Record<string, string> = {};
+    for (const m of line.matchAll(/(\w+)="([^"]*)"/g)) labels[m[1]!] = m[2]!;
+    out.push({ labels, value: Number(line.split(' ').pop()) });
+  }
+  return out;
+}
+
+/** The sum of every sample of metric `name` (all label values) on the node at `base`. */
+export async function metric(base: string, name: string): Promise<number> {
+  return (await metricSamples(base, name)).reduce((a, s) => a + s.value, 0);
 }
 
 /** ringkv_version_conflicts_total of each node in `ids`. */
