@@ -1,12 +1,17 @@
 // `ringkv bench`: a closed-loop HTTP load generator for the client API.
 //
 // N workers each keep exactly one request in flight: a worker sends its next request as
-// soon as the previous one completes, over a keep-alive undici Pool with one connection
-// per worker and no pipelining. Every phase warms up first (not measured), then measures
-// for a fixed time. Latencies go into a fixed-size log-linear histogram, so a long run
-// costs no memory. With --baseline the same client also drives a bare fastify server
-// (bench-baseline.ts, a separate process) and ringkv's rates are reported as a share of
-// that server's: the ceiling for any fastify service on this machine with this client.
+// soon as the previous one completes, over keep-alive undici Pools (one per node) with no
+// pipelining. With --routing ring (the default) each request goes straight to its key's
+// primary, as the client library routes it: the partition map comes from the library
+// (src/client), and the hot path stays a raw dispatch, on the primary's pool found in a
+// per-key table filled on first use. With --routing endpoints each worker keeps to one
+// endpoint, which forwards the request to the primary in one hop. Every phase warms up
+// first (not measured), then measures for a fixed time. Latencies go into a fixed-size
+// log-linear histogram, so a long run costs no memory. With --baseline the same client
+// also drives a bare fastify server (bench-baseline.ts, a separate process) and ringkv's
+// rates are reported as a share of that server's: the ceiling for any fastify service on
+// this machine with this client.
 //
 // The client is one Node process. On a small machine it competes with the server for
 // CPU and can itself be the bottleneck; see docs/benchmarks.md.
@@ -18,6 +23,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool, type Dispatcher } from 'undici';
+import { RingkvClient, type PartitionMap } from '../client/index.js';
 import { endpointsFrom } from './http-client.js';
 
 /** The CLI's exit codes (docs/cli.md); main.ts owns the table, bench uses the same numbers. */
@@ -27,7 +33,11 @@ const USAGE = `ringkv bench — closed-loop load generator for the ringkv client
 
 Usage: ringkv bench [options]
 
-  --endpoints URL[,URL...]   nodes to load, spread evenly (env RINGKV_ENDPOINTS; default http://127.0.0.1:7379)
+  --endpoints URL[,URL...]   nodes to start from (env RINGKV_ENDPOINTS; default http://127.0.0.1:7379)
+  --routing R                ring: send each key to its primary, over every active member
+                             (their advertised client URLs must be reachable from here);
+                             endpoints: spread workers evenly over --endpoints, which
+                             forward in one hop (default ring)
   --workload W               put | get | mixed | all (default all: put, then get, then mixed)
   --connections N            concurrent requests in flight, one connection each (default 64)
   --duration-s S             measured seconds per workload (default 10)
@@ -49,6 +59,7 @@ const ALL_WORKLOADS: readonly Workload[] = ['put', 'get', 'mixed'];
 
 interface BenchOptions {
   readonly endpoints: readonly string[];
+  readonly routing: 'ring' | 'endpoints';
   readonly workloads: readonly Workload[];
   readonly connections: number;
   readonly durationS: number;
@@ -87,6 +98,7 @@ function parseOptions(args: string[]): BenchOptions | 'help' {
     args,
     options: {
       endpoints: { type: 'string' },
+      routing: { type: 'string', default: 'ring' },
       workload: { type: 'string', default: 'all' },
       connections: { type: 'string', default: '64' },
       'duration-s': { type: 'string', default: '10' },
@@ -105,6 +117,7 @@ function parseOptions(args: string[]): BenchOptions | 'help' {
   if (w !== 'all' && !(ALL_WORKLOADS as readonly string[]).includes(w)) {
     throw new BenchUsageError('--workload must be put, get, mixed or all');
   }
+  if (values.routing !== 'ring' && values.routing !== 'endpoints') throw new BenchUsageError('--routing must be ring or endpoints');
   const endpoints = endpointsFrom(values.endpoints);
   if (endpoints.length === 0) throw new BenchUsageError('--endpoints is empty');
   for (const e of endpoints) {
@@ -112,6 +125,7 @@ function parseOptions(args: string[]): BenchOptions | 'help' {
   }
   return {
     endpoints,
+    routing: values.routing,
     workloads: w === 'all' ? ALL_WORKLOADS : [w as Workload],
     connections: integer(values.connections, '--connections', 1, 10_000),
     durationS: seconds(values['duration-s'], '--duration-s', false),
@@ -252,15 +266,26 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 // Load targets
 
 interface Target {
+  /** The origins loaded, with one pool each. */
+  readonly origins: readonly string[];
   readonly pools: readonly Pool[];
+  /**
+   * Ring routing: the pool of a bench key's primary (undefined if the map names none).
+   * Null: every worker keeps to its own pool.
+   */
+  readonly poolOfKey: ((key: number) => Pool | undefined) | null;
   readonly getHeaders: Record<string, string>;
   readonly putHeaders: Record<string, string>;
 }
 
-/** One pool per endpoint, with as many connections as workers that will use it. */
-function makeTarget(endpoints: readonly string[], connections: number, token: string | undefined): Target {
-  const perPool = Math.ceil(connections / endpoints.length);
-  const pools = endpoints.map(
+/** One pool per origin with up to `perPool` connections. */
+function makeTarget(
+  origins: readonly string[],
+  perPool: number,
+  token: string | undefined,
+  poolOfKey: ((pools: readonly Pool[]) => Target['poolOfKey']) | null = null,
+): Target {
+  const pools = origins.map(
     (e) =>
       new Pool(e, {
         connections: perPool,
@@ -272,7 +297,57 @@ function makeTarget(endpoints: readonly string[], connections: number, token: st
       }),
   );
   const auth: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
-  return { pools, getHeaders: auth, putHeaders: { ...auth, 'content-type': 'application/octet-stream' } };
+  return { origins, pools, poolOfKey: poolOfKey?.(pools) ?? null, getHeaders: auth, putHeaders: { ...auth, 'content-type': 'application/octet-stream' } };
+}
+
+/** Worker i's pool when an op has no routed pool. */
+const ownPool = (t: Target, i: number): Pool => t.pools[i % t.pools.length]!;
+
+/** The pool an op goes to: its key's primary with ring routing, else the worker's own. */
+const poolFor = (t: Target, op: Op, own: Pool): Pool => (op.key >= 0 && t.poolOfKey !== null ? t.poolOfKey(op.key) : undefined) ?? own;
+
+/**
+ * Ring routing: the partition map from the client library, every active member loaded,
+ * and each bench key sent to its primary. Each worker may reach any member, so every
+ * pool may open up to `connections` connections (undici opens them as needed).
+ */
+async function ringTarget(opts: BenchOptions): Promise<Target | PreflightProblem> {
+  const client = new RingkvClient({ endpoints: opts.endpoints, ...(opts.token === undefined ? {} : { token: opts.token }), timeoutMs: 5000 });
+  let map: PartitionMap | null;
+  try {
+    map = await client.refreshMap();
+  } finally {
+    await client.close();
+  }
+  if (map === null) return { unreachable: true, message: `no endpoint answered GET /v1/cluster (${opts.endpoints.join(', ')})` };
+  const origins = map.activeOrigins;
+  if (origins.length === 0 || origins.length >= NO_ROUTE) {
+    return { unreachable: false, message: `the partition map of epoch ${map.epoch} has ${origins.length} active members with usable client URLs` };
+  }
+  process.stderr.write(`  routing: each key to its primary, epoch ${map.epoch}: ${origins.map((o) => `${map.nodeAt(o)} ${o}`).join(', ')}\n`);
+  return makeTarget(origins, opts.connections, opts.token, (pools) => routeKeys(map, origins, pools, opts.keys));
+}
+
+/** In routeKeys' table: the key's partition has no primary with a pool. */
+const NO_ROUTE = 255;
+
+/**
+ * The pool of bench key k's primary. A table of one byte per key (0: not yet computed,
+ * else 1 + the pool index, or NO_ROUTE) is filled on first use, so the steady state costs
+ * an array read per request, and a large keyspace costs nothing up front.
+ */
+function routeKeys(map: PartitionMap, origins: readonly string[], pools: readonly Pool[], keys: number): (k: number) => Pool | undefined {
+  const index = new Map(origins.map((o, i) => [o, i]));
+  const table = new Uint8Array(keys);
+  return (k) => {
+    let i = table[k]!;
+    if (i === 0) {
+      const primary = map.route(KEY_PREFIX + k).primary;
+      const at = primary === null ? undefined : index.get(map.urlOf(primary) ?? '');
+      table[k] = i = at === undefined ? NO_ROUTE : at + 1;
+    }
+    return i === NO_ROUTE ? undefined : pools[i - 1];
+  };
 }
 
 async function closeTarget(t: Target): Promise<void> {
@@ -284,10 +359,10 @@ interface PreflightProblem {
   readonly message: string;
 }
 
-/** Checks that every endpoint answers before minutes of load are spent on it. */
-async function preflight(t: Target, endpoints: readonly string[], path: string): Promise<PreflightProblem | null> {
+/** Checks that every origin answers before minutes of load are spent on it. */
+async function preflight(t: Target, path: string): Promise<PreflightProblem | null> {
   for (const [i, pool] of t.pools.entries()) {
-    const where = `${endpoints[i]}${path}`;
+    const where = `${t.origins[i]}${path}`;
     try {
       const status = await send(pool, { method: 'GET', path, body: null, key: -1 }, t.getHeaders);
       if (status !== 200) return { unreachable: false, message: `GET ${where} answered ${status}` };
@@ -333,14 +408,14 @@ async function runPhase(target: Target, spec: PhaseSpec, opts: BenchOptions, pro
   const measureStart = t0 + BigInt(Math.round(opts.warmupS * 1e9));
   const measureEnd = measureStart + BigInt(Math.round(opts.durationS * 1e9));
 
-  const worker = async (pool: Pool, headersFor: (op: Op) => Record<string, string>): Promise<void> => {
+  const worker = async (own: Pool, headersFor: (op: Op) => Record<string, string>): Promise<void> => {
     for (;;) {
       const start = process.hrtime.bigint();
       if (start >= measureEnd) return;
       const op = spec.next();
       let outcome: Outcome;
       try {
-        outcome = await send(pool, op, headersFor(op));
+        outcome = await send(poolFor(target, op, own), op, headersFor(op));
       } catch (e) {
         outcome = transportCode(e);
       }
@@ -363,7 +438,7 @@ async function runPhase(target: Target, spec: PhaseSpec, opts: BenchOptions, pro
   const headersFor = (op: Op): Record<string, string> => (op.method === 'PUT' ? target.putHeaders : target.getHeaders);
   const stopProgress = progress.start(spec.label, opts, () => completed);
   const workers: Promise<void>[] = [];
-  for (let i = 0; i < opts.connections; i++) workers.push(worker(target.pools[i % target.pools.length]!, headersFor));
+  for (let i = 0; i < opts.connections; i++) workers.push(worker(ownPool(target, i), headersFor));
   await Promise.all(workers);
   stopProgress();
 
@@ -379,11 +454,11 @@ async function populate(target: Target, work: Workloads, opts: BenchOptions): Pr
     while (cursor < opts.keys && work.written[cursor] === 1) cursor++;
     return cursor < opts.keys ? cursor++ : -1;
   };
-  const worker = async (pool: Pool): Promise<void> => {
+  const worker = async (own: Pool): Promise<void> => {
     for (let k = nextMissing(); k !== -1; k = nextMissing()) {
       const op = work.putOp(k);
       try {
-        const status = await send(pool, op, target.putHeaders);
+        const status = await send(poolFor(target, op, own), op, target.putHeaders);
         if (status >= 200 && status < 300) work.written[k] = 1;
         else failures++;
       } catch {
@@ -392,7 +467,7 @@ async function populate(target: Target, work: Workloads, opts: BenchOptions): Pr
     }
   };
   const workers: Promise<void>[] = [];
-  for (let i = 0; i < opts.connections; i++) workers.push(worker(target.pools[i % target.pools.length]!));
+  for (let i = 0; i < opts.connections; i++) workers.push(worker(ownPool(target, i)));
   await Promise.all(workers);
   return failures;
 }
@@ -400,7 +475,8 @@ async function populate(target: Target, work: Workloads, opts: BenchOptions): Pr
 // ---------------------------------------------------------------------------------------
 // Workloads
 
-const KEY_PATH_PREFIX = '/v1/kv/' + encodeURIComponent('bench/');
+const KEY_PREFIX = 'bench/';
+const KEY_PATH_PREFIX = '/v1/kv/' + encodeURIComponent(KEY_PREFIX);
 const VALUE_VARIANTS = 16;
 
 /** The op generators over keys bench/0 .. bench/keys-1, and which keys hold a value. */
@@ -548,11 +624,17 @@ interface BenchReport {
 async function runBench(opts: BenchOptions): Promise<number> {
   const progress = makeProgress();
   announce(opts);
-  const target = makeTarget(opts.endpoints, opts.connections, opts.token);
+  const routed = opts.routing === 'ring' ? await ringTarget(opts) : makeTarget(opts.endpoints, Math.ceil(opts.connections / opts.endpoints.length), opts.token);
+  if (!('pools' in routed)) {
+    process.stderr.write(`ringkv bench: ${routed.message}\n`);
+    return routed.unreachable ? EXIT.unreachable : EXIT.failed;
+  }
+  const target = routed;
   try {
-    const problem = await preflight(target, opts.endpoints, '/readyz');
+    const problem = await preflight(target, '/readyz');
     if (problem !== null) {
-      process.stderr.write(`ringkv bench: ${problem.message}\n`);
+      const hint = opts.routing === 'ring' && problem.unreachable ? ' (a member\'s advertised client URL; --routing endpoints loads only --endpoints)' : '';
+      process.stderr.write(`ringkv bench: ${problem.message}${hint}\n`);
       return problem.unreachable ? EXIT.unreachable : EXIT.failed;
     }
     const baseline = opts.baseline ? await measureBaseline(opts, progress) : null;
@@ -598,7 +680,7 @@ async function measureBaseline(opts: BenchOptions, progress: Progress): Promise<
   const server = await startBaseline();
   const target = makeTarget([server.origin], opts.connections, undefined);
   try {
-    const problem = await preflight(target, [server.origin], '/noop');
+    const problem = await preflight(target, '/noop');
     if (problem !== null) throw new Error(`bench-baseline: ${problem.message}`);
     const specs = baselineSpecs(opts);
     const needs = baselineNeeds(opts.workloads);
@@ -667,6 +749,7 @@ function toJson(report: BenchReport, opts: BenchOptions): object {
     cpus: availableParallelism(),
     options: {
       endpoints: opts.endpoints,
+      routing: opts.routing,
       workloads: opts.workloads,
       connections: opts.connections,
       durationS: opts.durationS,

@@ -3,7 +3,8 @@
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { call, encodeKey, endpointsFrom, UnreachableError } from './http-client.js';
+import { RingkvError, type PutOptions, type RingkvClient } from '../client/index.js';
+import { call, cliClient, encodeKey, endpointsFrom } from './http-client.js';
 import { EXIT, failed, print } from './output.js';
 
 
@@ -21,7 +22,7 @@ Usage:
   ringkv cas KEY VERSION VALUE    put only if the current version is VERSION
   ringkv list [--prefix P] [--limit N] [--all]
   ringkv placement KEY            where KEY lives: partition, primary, replicas
-  ringkv cluster status           members, status, heartbeat age, epoch, leader
+  ringkv cluster status [--watch] members, status, heartbeat age, epoch, leader (--watch: live)
   ringkv cluster add --id ID --peer URL --client URL
   ringkv cluster remove ID
   ringkv bench [options]          load generator (see ringkv bench --help)
@@ -86,6 +87,7 @@ async function clientCommand(cmd: string, args: string[]): Promise<number> {
       id: { type: 'string' },
       peer: { type: 'string' },
       client: { type: 'string' },
+      watch: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
@@ -93,6 +95,10 @@ async function clientCommand(cmd: string, args: string[]): Promise<number> {
     return EXIT.ok;
   }
   const endpoints = endpointsFrom(values.endpoints);
+  if (endpoints.length === 0) throw new UsageError('--endpoints is empty');
+  for (const e of endpoints) {
+    if (!/^https?:\/\/[^/]+$/.test(e)) throw new UsageError(`endpoint ${JSON.stringify(e)} must look like http://host:port`);
+  }
   const timeoutMs = values['timeout-ms'] === undefined ? 10_000 : positiveInt(values['timeout-ms'], '--timeout-ms');
   const token = values.token ?? process.env.RINGKV_TOKEN;
   const auth: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
@@ -104,74 +110,22 @@ async function clientCommand(cmd: string, args: string[]): Promise<number> {
 
   switch (cmd) {
     case 'put':
-    case 'cas': {
-      let key: string;
-      let value: Buffer;
-      const headers: Record<string, string> = { ...auth, 'content-type': 'application/octet-stream' };
-      if (cmd === 'cas') {
-        const [k, version, v] = need(3, 'KEY VERSION VALUE');
-        key = k!;
-        value = Buffer.from(v!);
-        headers['if-match'] = `"${version}"`;
-      } else {
-        if (positionals.length < 1 || positionals.length > 2) throw new UsageError('put takes KEY [VALUE]');
-        key = positionals[0]!;
-        const v = positionals[1];
-        value = v === undefined || v === '-' ? readFileSync(0) : Buffer.from(v);
-        if (values['if-match'] !== undefined) headers['if-match'] = `"${values['if-match']}"`;
-        if (values['create-only']) headers['if-none-match'] = '*';
-      }
-      const r = await call(endpoints, 'PUT', `/v1/kv/${encodeKey(key)}`, { body: value, headers, timeoutMs });
-      if (r.status >= 300) return failed(r, json);
-      const out = JSON.parse(r.body.toString('utf8')) as { key: string; version: string };
-      if (json) print({ ...out, created: r.status === 201, node: r.headers['x-ringkv-node'] });
-      else print(`${r.status === 201 ? 'created' : 'updated'} ${key} version ${out.version}`);
-      return EXIT.ok;
-    }
-    case 'get': {
-      const [key] = need(1, 'KEY');
-      const q = values.stale ? '?consistency=stale' : '';
-      const r = await call(endpoints, 'GET', `/v1/kv/${encodeKey(key!)}${q}`, { headers: auth, timeoutMs });
-      if (r.status >= 300) return failed(r, json);
-      const version = String(r.headers.etag ?? '').replace(/"/g, '');
-      if (json) {
-        const text = r.body.toString('utf8');
-        const isText = Buffer.from(text, 'utf8').equals(r.body);
-        print({ key, version, node: r.headers['x-ringkv-node'], ...(isText ? { value: text } : { valueBase64: r.body.toString('base64') }) });
-      } else {
-        process.stdout.write(r.body);
-        if (process.stdout.isTTY) process.stdout.write('\n');
-      }
-      return EXIT.ok;
-    }
+    case 'cas':
+    case 'get':
     case 'del':
-    case 'delete': {
-      const [key] = need(1, 'KEY');
-      const headers: Record<string, string> = { ...auth };
-      if (values['if-match'] !== undefined) headers['if-match'] = `"${values['if-match']}"`;
-      const r = await call(endpoints, 'DELETE', `/v1/kv/${encodeKey(key!)}`, { headers, timeoutMs });
-      if (r.status >= 300) return failed(r, json);
-      print(json ? { key, deleted: true } : `deleted ${key}`);
-      return EXIT.ok;
-    }
+    case 'delete':
     case 'list': {
-      need(0, 'no positional arguments');
-      let cursor: string | null = null;
-      const keys: string[] = [];
-      do {
-        const qs = new URLSearchParams({ prefix: values.prefix });
-        if (values.limit !== undefined) qs.set('limit', String(positiveInt(values.limit, '--limit')));
-        if (cursor !== null) qs.set('cursor', cursor);
-        const r = await call(endpoints, 'GET', `/v1/kv?${qs.toString()}`, { headers: auth, timeoutMs });
-        if (r.status >= 300) return failed(r, json);
-        const page = JSON.parse(r.body.toString('utf8')) as { keys: string[]; cursor: string | null };
-        if (json) keys.push(...page.keys);
-        else for (const k of page.keys) print(k);
-        cursor = page.cursor;
-      } while (values.all && cursor !== null);
-      if (json) print({ keys, cursor });
-      else if (cursor !== null) process.stderr.write(`(more keys follow; use --all, or --limit)\n`);
-      return EXIT.ok;
+      const kv = cliClient(endpoints, { token: token || undefined, timeoutMs });
+      try {
+        return await kvCommand(kv, cmd, values, positionals, need);
+      } catch (e) {
+        // A request that failed with an error to report (the server's, or outcome_unknown);
+        // unreachable and deadline_exceeded go up to exit 3.
+        if (e instanceof RingkvError && !noEndpointAnswered(e)) return failedWith(e, json);
+        throw e;
+      } finally {
+        await kv.close();
+      }
     }
     case 'placement': {
       const [key] = need(1, 'KEY');
@@ -183,7 +137,10 @@ async function clientCommand(cmd: string, args: string[]): Promise<number> {
     }
     case 'cluster': {
       const [sub, ...more] = positionals;
-      if (sub === 'status') return (await import('./cluster-status.js')).clusterStatus(endpoints, auth, json, timeoutMs);
+      if (sub === 'status') {
+        const status = await import('./cluster-status.js');
+        return values.watch ? status.watchClusterStatus(endpoints, auth, json, timeoutMs) : status.clusterStatus(endpoints, auth, json, timeoutMs);
+      }
       if (sub === 'add') {
         if (!values.id || !values.peer || !values.client) throw new UsageError('cluster add needs --id, --peer and --client');
         const body = JSON.stringify({ id: values.id, peer: values.peer, client: values.client });
@@ -207,6 +164,97 @@ async function clientCommand(cmd: string, args: string[]): Promise<number> {
   throw new UsageError(`unknown command ${cmd}`);
 }
 
+/** The flags of the kv commands (a subset of clientCommand's options). */
+interface KvFlags {
+  readonly json: boolean;
+  readonly 'if-match'?: string | undefined;
+  readonly 'create-only': boolean;
+  readonly stale: boolean;
+  readonly prefix: string;
+  readonly limit?: string | undefined;
+  readonly all: boolean;
+}
+
+/** put, cas, get, del and list through the client library; failures reject with RingkvError. */
+async function kvCommand(kv: RingkvClient, cmd: string, flags: KvFlags, positionals: string[], need: (n: number, names: string) => string[]): Promise<number> {
+  const json = flags.json;
+  switch (cmd) {
+    case 'put':
+    case 'cas': {
+      let key: string;
+      let value: Buffer;
+      let opts: PutOptions;
+      if (cmd === 'cas') {
+        const [k, version, v] = need(3, 'KEY VERSION VALUE');
+        key = k!;
+        value = Buffer.from(v!);
+        opts = { ifMatch: version! };
+      } else {
+        if (positionals.length < 1 || positionals.length > 2) throw new UsageError('put takes KEY [VALUE]');
+        key = positionals[0]!;
+        const v = positionals[1];
+        value = v === undefined || v === '-' ? readFileSync(0) : Buffer.from(v);
+        opts = { ifMatch: flags['if-match'], ifNoneMatch: flags['create-only'] ? '*' : undefined };
+      }
+      const r = await kv.put(key, value, opts);
+      if (json) print({ key: r.key, version: r.version, created: r.created, node: r.node ?? undefined });
+      else print(`${r.created ? 'created' : 'updated'} ${key} version ${r.version}`);
+      return EXIT.ok;
+    }
+    case 'get': {
+      const [key] = need(1, 'KEY');
+      const r = await kv.get(key!, flags.stale ? { consistency: 'stale' } : {});
+      if (r === null) throw notFound(key!);
+      if (json) {
+        const text = r.value.toString('utf8');
+        const isText = Buffer.from(text, 'utf8').equals(r.value);
+        print({ key, version: r.version, node: r.node ?? undefined, ...(isText ? { value: text } : { valueBase64: r.value.toString('base64') }) });
+      } else {
+        process.stdout.write(r.value);
+        if (process.stdout.isTTY) process.stdout.write('\n');
+      }
+      return EXIT.ok;
+    }
+    case 'del':
+    case 'delete': {
+      const [key] = need(1, 'KEY');
+      const r = await kv.delete(key!, { ifMatch: flags['if-match'] });
+      if (!r.deleted) throw notFound(key!);
+      print(json ? { key, deleted: true } : `deleted ${key}`);
+      return EXIT.ok;
+    }
+    case 'list': {
+      need(0, 'no positional arguments');
+      const limit = flags.limit === undefined ? undefined : positiveInt(flags.limit, '--limit');
+      let cursor: string | null = null;
+      const keys: string[] = [];
+      for await (const page of kv.pages({ prefix: flags.prefix, limit })) {
+        if (json) keys.push(...page.keys);
+        else for (const k of page.keys) print(k);
+        cursor = page.cursor;
+        if (!flags.all) break;
+      }
+      if (json) print({ keys, cursor });
+      else if (cursor !== null) process.stderr.write(`(more keys follow; use --all, or --limit)\n`);
+      return EXIT.ok;
+    }
+  }
+  throw new UsageError(`unknown command ${cmd}`);
+}
+
+/** What the server says for a missing key: the client library returns null or deleted: false instead. */
+const notFound = (key: string): RingkvError => new RingkvError('not_found', `key ${JSON.stringify(key)} not found`, 404);
+
+/** No node answered: exit 3 rather than 1. */
+const noEndpointAnswered = (e: RingkvError): boolean => e.code === 'unreachable' || e.code === 'deadline_exceeded';
+
+/** Like output.ts's `failed`, for an error from the client library. */
+function failedWith(e: RingkvError, json: boolean): number {
+  if (json) print({ error: { code: e.code, message: e.message }, status: e.status });
+  else process.stderr.write(`error: ${e.code}${e.status === null ? '' : ` (${e.status})`}: ${e.message}\n`);
+  return EXIT.failed;
+}
+
 function positiveInt(s: string, name: string): number {
   if (!/^\d+$/.test(s) || Number(s) < 1) throw new UsageError(`${name} must be a positive integer`);
   return Number(s);
@@ -220,9 +268,9 @@ main(process.argv.slice(2)).then(
     if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`ringkv: ${(e as Error).message}\nRun 'ringkv --help' for usage.\n`);
       process.exitCode = EXIT.usage;
-    } else if (e instanceof UnreachableError) {
-      process.stderr.write(`ringkv: ${e.message}\n`);
-      process.exitCode = EXIT.unreachable;
+    } else if (e instanceof RingkvError) {
+      process.stderr.write(`ringkv: ${noEndpointAnswered(e) ? '' : `${e.code}: `}${e.message}\n`);
+      process.exitCode = noEndpointAnswered(e) ? EXIT.unreachable : EXIT.failed;
     } else {
       process.stderr.write(`ringkv: ${(e as Error).stack ?? String(e)}\n`);
       process.exitCode = EXIT.failed;

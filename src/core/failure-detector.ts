@@ -12,11 +12,13 @@ export interface FailureDetector {
   readonly suspectTicks: number;
   /** Tick at which each tracked peer was last heard from (or first tracked: a grace period). */
   readonly lastHeardTick: Map<NodeId, number>;
+  /** Tracked peers not heard from even once since they were tracked. */
+  readonly neverHeard: Set<NodeId>;
 }
 
 export function createFailureDetector(suspectTicks: number): FailureDetector {
   if (!Number.isSafeInteger(suspectTicks) || suspectTicks < 1) throw new Error('suspectTicks must be >= 1');
-  return { suspectTicks, lastHeardTick: new Map() };
+  return { suspectTicks, lastHeardTick: new Map(), neverHeard: new Set() };
 }
 
 /**
@@ -27,17 +29,25 @@ export function createFailureDetector(suspectTicks: number): FailureDetector {
 export function trackPeers(fd: FailureDetector, ids: readonly NodeId[], now: number): void {
   const wanted = new Set(ids);
   for (const id of [...fd.lastHeardTick.keys()]) {
-    if (!wanted.has(id)) fd.lastHeardTick.delete(id);
+    if (!wanted.has(id)) {
+      fd.lastHeardTick.delete(id);
+      fd.neverHeard.delete(id);
+    }
   }
   for (const id of ids) {
-    if (!fd.lastHeardTick.has(id)) fd.lastHeardTick.set(id, now);
+    if (!fd.lastHeardTick.has(id)) {
+      fd.lastHeardTick.set(id, now);
+      fd.neverHeard.add(id);
+    }
   }
 }
 
 /** Any message from a tracked peer is evidence that it is alive. Untracked peers are ignored. */
 export function onHeard(fd: FailureDetector, id: NodeId, now: number): void {
   const last = fd.lastHeardTick.get(id);
-  if (last !== undefined && now > last) fd.lastHeardTick.set(id, now);
+  if (last === undefined) return;
+  fd.neverHeard.delete(id);
+  if (now > last) fd.lastHeardTick.set(id, now);
 }
 
 /** Ticks since the peer was last heard from; null if not tracked. */

@@ -75,6 +75,12 @@ export interface TimingTicks {
   /** Back-off after a collision: base * 2^collisions, capped, plus jitter. */
   readonly backoffBaseTicks: number;
   readonly backoffMaxTicks: number;
+  /**
+   * A member just added (incoming) that has not spoken yet is not marked down before this
+   * long: it is still starting (fetching its first config, opening its store). Marking it
+   * down would cost a config change, and every config change a takeover, for nothing.
+   */
+  readonly joinGraceTicks: number;
 }
 
 export const defaultTimingTicks: TimingTicks = {
@@ -88,6 +94,7 @@ export const defaultTimingTicks: TimingTicks = {
   pushRetryTicks: 4,
   backoffBaseTicks: 2,
   backoffMaxTicks: 40,
+  joinGraceTicks: 200,
 };
 
 export interface NodeOptions {
@@ -106,6 +113,12 @@ export interface NodeOptions {
    * here (DESIGN.md rule 5). Default: yes, as soon as it is heard from.
    */
   readonly readyToActivate?: (id: NodeId, cfg: ClusterConfig) => boolean;
+  /**
+   * Hook: may the leader remove this outgoing member (end its decommission)? The
+   * replication layer answers yes once the partitions' new owners hold them (rule 6).
+   * Default: yes.
+   */
+  readonly readyToRemove?: (id: NodeId, cfg: ClusterConfig) => boolean;
   /** Check the node's invariants at the end of every handler (tests and simulator). */
   readonly checkInvariants?: boolean;
   /** Deliberately broken behaviour, only for proving that the simulator catches bugs. */
@@ -119,6 +132,7 @@ interface ResolvedOptions {
   readonly timing: TimingTicks;
   readonly ringChecksum: (cfg: ClusterConfig) => string;
   readonly readyToActivate: (id: NodeId, cfg: ClusterConfig) => boolean;
+  readonly readyToRemove: (id: NodeId, cfg: ClusterConfig) => boolean;
   readonly checkInvariants: boolean;
   readonly mutation: 'quorum-off-by-one' | null;
 }
@@ -434,6 +448,7 @@ function resolveOptions(opts: NodeOptions): ResolvedOptions {
     timing,
     ringChecksum: opts.ringChecksum ?? (() => ''),
     readyToActivate: opts.readyToActivate ?? (() => true),
+    readyToRemove: opts.readyToRemove ?? (() => true),
     checkInvariants: opts.checkInvariants ?? false,
     mutation: opts.testOnlyMutation ?? null,
   };
@@ -940,8 +955,9 @@ function nextChange(
   const failure = failureDrivenChange(
     cfg,
     node.id,
-    (id) => fdm.isAlive(node.fd, id, node.now),
+    (id) => fdm.isAlive(node.fd, id, node.now) || inJoinGrace(node, cfg, id),
     (id) => node.opts.readyToActivate(id, cfg),
+    (id) => node.opts.readyToRemove(id, cfg),
   );
   const candidates: QueuedChange[] = [];
   if (failure !== null && failure.kind === 'mark-down') candidates.push({ change: failure, request: null });
@@ -1073,6 +1089,13 @@ function persistAcceptor(node: MembershipNode, out: Ready): void {
   out.persist.push({ kind: 'acceptor', promised: node.acceptor.promised, accepted: node.acceptor.accepted });
 }
 
+/** An incoming member not heard from since it was added, within joinGraceTicks of that. */
+function inJoinGrace(node: MembershipNode, cfg: ClusterConfig, id: NodeId): boolean {
+  if (!node.fd.neverHeard.has(id) || cfg.members.find((m) => m.id === id)?.placement !== 'incoming') return false;
+  const age = fdm.ageTicks(node.fd, id, node.now);
+  return age !== null && age <= node.opts.timing.joinGraceTicks;
+}
+
 function peersOf(node: MembershipNode): NodeId[] {
   return votersOf(currentConfig(node)).filter((id) => id !== node.id);
 }
@@ -1122,7 +1145,7 @@ function isRequestId(x: unknown): x is string {
   return typeof x === 'string' && x.length > 0 && x.length <= membershipLimits.requestIdLengthMax;
 }
 
-const changeKinds: ReadonlySet<string> = new Set(['mark-down', 'mark-joining', 'mark-active', 'add', 'remove', 'noop']);
+const changeKinds: ReadonlySet<string> = new Set(['decommission', 'mark-down', 'mark-joining', 'mark-active', 'add', 'remove', 'noop']);
 
 function isChange(x: unknown): x is ConfigChange {
   return typeof x === 'object' && x !== null && changeKinds.has(String((x as { kind?: unknown }).kind));

@@ -41,6 +41,7 @@ import {
   comparePositions,
   conflictWinner,
   emptyMeta,
+  emptyPosition,
   extendHistory,
   historyUpTo,
   judgeIncoming,
@@ -75,6 +76,10 @@ export const replicationLimits = {
   tailMax: 512,
   /** Records per copy chunk (delta or full copy). */
   copyChunkMax: 64,
+  /** Value bytes per copy chunk: a chunk ends after the record that reaches it. */
+  copyChunkBytesMax: 512 * 1024,
+  /** Ticks of unused transfer budget a learner may bank (a burst of one second). */
+  copyBurstTicks: 20,
   /** Epochs remembered in a partition's history. Older positions get a full copy. */
   historyMax: 64,
   keyLengthMax: 512,
@@ -106,7 +111,7 @@ export const defaultRepTiming: RepTiming = {
   writeTimeoutTicks: 40,
 };
 
-export type RepMutation = 'ack-before-replicated' | 'read-without-lease' | null;
+export type RepMutation = 'ack-before-replicated' | 'read-without-lease' | 'switch-before-caught-up' | 'drop-before-switch' | null;
 
 export interface RepOptions {
   readonly id: NodeId;
@@ -116,6 +121,21 @@ export interface RepOptions {
   readonly checkInvariants?: boolean;
   /** Deliberately broken behaviour, only to prove that the simulator catches it. */
   readonly testOnlyMutation?: RepMutation;
+  /**
+   * Throttle of a learner's catch-up copies (value bytes per tick; default unlimited). A
+   * new primary's takeover pull is never throttled: writes wait for it.
+   */
+  readonly copyBytesPerTick?: number;
+}
+
+/** A node's catch-up progress, carried in its heartbeats (GET /v1/cluster shows it). */
+export interface LearnProgress {
+  /** Partitions it learns in the current epoch, and how many the primaries confirmed. */
+  readonly partitions: number;
+  readonly confirmed: number;
+  /** Records and value bytes received by catch-up copies since it started. */
+  readonly keys: number;
+  readonly bytes: number;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -142,6 +162,7 @@ export interface RepHeartbeatMsg extends RepBase {
   readonly caughtUpEpoch: number;
   /** Positions of partitions without any active member, for orphan recovery. */
   readonly orphans: readonly (readonly [number, LogPosition | null])[];
+  readonly progress: LearnProgress;
 }
 /** A lease for the sender's current epoch (granted only at equal epochs). */
 export interface RepLeaseMsg extends RepBase {
@@ -255,6 +276,8 @@ export type RepEvent =
   | { readonly type: 'copy'; readonly partition: PartitionId; readonly mode: 'delta' | 'full'; readonly role: 'primary' | 'follower' }
   | { readonly type: 'caught-up'; readonly partition: PartitionId; readonly epoch: Epoch }
   | { readonly type: 'confirmed'; readonly partition: PartitionId; readonly learner: NodeId; readonly epoch: Epoch }
+  /** This node no longer owns the partition in `epoch`: its copy was deleted (rule 6). */
+  | { readonly type: 'dropped'; readonly partition: PartitionId; readonly epoch: Epoch }
   /** The lease `peer` granted us ran out without a renewal (the peer is dead, paused or cut off). */
   | { readonly type: 'lease-expired'; readonly peer: NodeId };
 
@@ -306,6 +329,13 @@ export interface Replication {
   readonly orphanReports: Map<number, Map<NodeId, { epoch: number; pos: LogPosition | null }>>;
   nextHeartbeatTick: number;
   conflicts: number;
+  /** Value bytes a learner may still copy now (the throttle's token bucket). */
+  copyBudget: number;
+  readonly copyBytesPerTick: number;
+  /** Records and value bytes received by catch-up copies (progress). */
+  readonly copied: { keys: number; bytes: number };
+  /** Each peer's catch-up progress from its last heartbeat. */
+  readonly peerProgress: Map<NodeId, LearnProgress>;
 }
 
 export function createReplication(opts: RepOptions, metas: ReadonlyMap<number, PartitionMeta>, store: StoreView): Replication {
@@ -334,6 +364,10 @@ export function createReplication(opts: RepOptions, metas: ReadonlyMap<number, P
     orphanReports: new Map(),
     nextHeartbeatTick: 0,
     conflicts: 0,
+    copyBudget: 0,
+    copyBytesPerTick: opts.copyBytesPerTick ?? Infinity,
+    copied: { keys: 0, bytes: 0 },
+    peerProgress: new Map(),
   };
   restoredMetas.set(rep, metas);
   return rep;
@@ -361,7 +395,6 @@ export function canServe(rep: Replication, p: number): boolean {
   return servingGate(rep, ps) === null;
 }
 
-/** readyToActivate for the membership leader: has `id` reported itself caught up for cfg's epoch? */
 /**
  * Replication lag of every partition this node is the serving primary of: the entries
  * its slowest follower (in-sync replica or catching-up learner) has yet to persist.
@@ -377,6 +410,21 @@ export function replicationLag(rep: Replication): Map<PartitionId, number> {
     out.set(ps.id, lag);
   }
   return out;
+}
+
+/** readyToActivate for the membership leader: has `id` reported itself caught up for cfg's epoch? */
+/**
+ * readyToRemove for the membership leader: may the outgoing member's tokens leave the
+ * ring? Yes once every member that learns a partition in cfg (its future owner) has
+ * reported itself caught up for cfg's epoch (rule 6).
+ */
+export function moveCaughtUp(rep: Replication, cfg: ClusterConfig): boolean {
+  if (rep.mutation === 'switch-before-caught-up') return true; // TEST-ONLY mutation: remove before the new owners hold the data
+  if (rep.cfg === null || rep.cfg.epoch !== cfg.epoch || rep.ring === null) return false;
+  const learners = new Set<NodeId>();
+  for (let p = 0; p < cfg.partitions; p++) for (const id of rep.ring.learners(partitionId(p))) learners.add(id);
+  for (const id of learners) if (!isCaughtUp(rep, id, cfg)) return false;
+  return true;
 }
 
 export function isCaughtUp(rep: Replication, id: NodeId, cfg: ClusterConfig): boolean {
@@ -396,14 +444,44 @@ export function setConfig(rep: Replication, cfg: ClusterConfig): RepReady {
   if (rep.cfg !== null && cfg.epoch <= rep.cfg.epoch) return out;
   if (rep.cfg === null) initPartitions(rep, cfg.partitions);
   assert(rep.partitions.length === cfg.partitions, 'partition count is fixed for the life of the cluster');
+  const prevRing = rep.ring;
   rep.cfg = cfg;
   rep.ring = buildRing(cfg);
   rep.adoptedTick = rep.now;
-  rep.leaseUntil.clear(); // grants are per epoch
+  // Leases are kept: a grant says "I back you as the primary of what you lead", and a
+  // partition keeps serving under it only while this node stays its primary. Whoever takes
+  // a partition over waits out every grant made before its sync (rule 3), whatever its
+  // epoch. Ask for fresh grants (and report catch-up) at the new epoch at once.
+  rep.nextHeartbeatTick = rep.now;
   for (const ps of rep.partitions) {
+    const role = computeRole(rep, ps.id);
+    if (rep.mutation === 'drop-before-switch' && role === 'replica' && selfMember(rep)?.placement === 'outgoing' && holdsData(ps)) {
+      // TEST-ONLY mutation: an outgoing replica drops its copy before its removal (the switch) is decided.
+      out.persist.push({ kind: 'partition-reset', partition: ps.id });
+      writeMeta(out, ps, emptyMeta());
+      out.events.push({ type: 'dropped', partition: ps.id, epoch: cfg.epoch });
+    }
+    if (ps.role === 'primary' && role === 'primary' && ps.primary?.phase === 'serving') {
+      continueTerm(rep, out, ps);
+      continue;
+    }
+    const follows = (r: Role): boolean => r === 'replica' || r === 'learner';
+    const samePrimary = prevRing !== null && prevRing.primaryOf(ps.id) === rep.ring.primaryOf(ps.id);
+    if (follows(ps.role) && follows(role) && samePrimary && ps.follower !== null) {
+      // Keep the stream; a learner is confirmed again by its (continuing) primary.
+      ps.role = role;
+      ps.confirmedEpoch = 0;
+      continue;
+    }
     endRoles(rep, out, ps);
-    ps.role = computeRole(rep, ps.id);
+    ps.role = role;
     if (ps.role === 'primary') startTakeover(rep, out, ps);
+    else if (ps.role === 'none' && !preference(rep, ps.id).includes(rep.id) && holdsData(ps)) {
+      // Rule 6: ownership switched away (or this node was removed): drop the old copy.
+      out.persist.push({ kind: 'partition-reset', partition: ps.id });
+      writeMeta(out, ps, emptyMeta());
+      out.events.push({ type: 'dropped', partition: ps.id, epoch: cfg.epoch });
+    }
   }
   return finish(rep, out);
 }
@@ -412,6 +490,8 @@ export function tick(rep: Replication): RepReady {
   const out = newReady();
   rep.now += 1;
   if (rep.cfg === null) return out;
+  const burst = Math.max(rep.copyBytesPerTick * replicationLimits.copyBurstTicks, replicationLimits.copyChunkBytesMax);
+  rep.copyBudget = Math.min(burst, rep.copyBudget + rep.copyBytesPerTick);
   // A grant is valid while now < until: it lapses on exactly one tick.
   for (const [peer, until] of rep.leaseUntil) if (until === rep.now) out.events.push({ type: 'lease-expired', peer });
   if (rep.now >= rep.nextHeartbeatTick) {
@@ -493,12 +573,32 @@ function primaryIdOf(rep: Replication, p: PartitionId): NodeId | null {
 }
 
 function computeRole(rep: Replication, p: PartitionId): Role {
-  if (!preference(rep, p).includes(rep.id)) return 'none';
-  if (primaryIdOf(rep, p) === rep.id) return 'primary';
   const status = selfMember(rep)?.status;
+  if (!preference(rep, p).includes(rep.id)) {
+    // A future owner of p (an incoming member, or a successor of an outgoing one) copies it now.
+    return learnersOf(rep, p).includes(rep.id) && (status === 'active' || status === 'joining') ? 'learner' : 'none';
+  }
+  if (primaryIdOf(rep, p) === rep.id) return 'primary';
   if (status === 'active') return 'replica';
   if (status === 'joining') return 'learner';
   return 'none';
+}
+
+/** Members that will own p once the move in progress switches (rule 6), and do not now. */
+function learnersOf(rep: Replication, p: PartitionId): readonly NodeId[] {
+  return rep.ring === null ? [] : rep.ring.learners(p);
+}
+
+/** Does `id` catch up on p rather than replicate it: a joining owner, or a future owner that is alive? */
+function isLearner(rep: Replication, p: PartitionId, id: NodeId): boolean {
+  const st = statusOf(rep, id);
+  if (preference(rep, p).includes(id)) return st === 'joining';
+  return learnersOf(rep, p).includes(id) && (st === 'active' || st === 'joining');
+}
+
+/** Has this node any state for p (records or a log position)? */
+function holdsData(ps: PartitionState): boolean {
+  return ps.meta.pos === null || comparePositions(ps.meta.pos, emptyPosition) !== 0 || ps.meta.history.length > 0;
 }
 
 /** In-sync replicas of p in the current config: the other active members of its preference list. */
@@ -527,13 +627,51 @@ function endRoles(rep: Replication, out: RepReady, ps: PartitionState): void {
 }
 
 // ---------------------------------------------------------------------------------------
+// Primary: a config change that leaves this node the primary
+
+/**
+ * The primary of p stays the same across a config change and was serving: it keeps its
+ * log, commit point, pending writes and follower streams (no takeover, no lease wait).
+ * Followers that left the preference list (or went down) are dropped; new ones are synced
+ * and caught up while it serves. A member enters the in-sync set only as a confirmed
+ * learner (mark-active, or a rebalance switch), so it already holds everything committed.
+ * The new epoch starts a history entry, as a takeover's would.
+ */
+function continueTerm(rep: Replication, out: RepReady, ps: PartitionState): void {
+  const pr = ps.primary!;
+  const cfg = rep.cfg!;
+  const want = new Set<NodeId>();
+  for (const id of [...preference(rep, ps.id), ...learnersOf(rep, ps.id)]) {
+    const st = statusOf(rep, id);
+    if (id !== rep.id && (st === 'active' || st === 'joining')) want.add(id);
+  }
+  for (const id of [...pr.followers.keys()]) if (!want.has(id)) pr.followers.delete(id);
+  for (const id of want) {
+    if (pr.followers.has(id)) continue;
+    const f = newFollowerProgress(rep, id);
+    pr.followers.set(id, f);
+    sendSync(rep, out, ps, f);
+  }
+  pr.confirmed = pr.confirmed.filter((l) => want.has(l) && isLearner(rep, ps.id, l));
+  const pos = ps.meta.pos!;
+  writeMeta(out, ps, {
+    ...ps.meta,
+    history: extendHistory(ps.meta.history, cfg.epoch, toSeq(pos.seq + 1), replicationLimits.historyMax),
+    confirmed: { epoch: cfg.epoch, learners: [...pr.confirmed] },
+  });
+  // Followers at the new epoch need the confirmation again; the commit set may have shrunk.
+  for (const l of pr.confirmed) send(rep, out, l, { type: 'rep-confirm', partition: ps.id, session: pr.followers.get(l)!.session });
+  advanceCommit(rep, out, ps);
+}
+
+// ---------------------------------------------------------------------------------------
 // Primary: takeover (rule 4)
 
 function startTakeover(rep: Replication, out: RepReady, ps: PartitionState): void {
   const cfg = rep.cfg;
   assert(cfg !== null, 'a config');
   const followers = new Map<NodeId, FollowerProgress>();
-  for (const id of preference(rep, ps.id)) {
+  for (const id of [...preference(rep, ps.id), ...learnersOf(rep, ps.id)]) {
     const st = statusOf(rep, id);
     if (id === rep.id || (st !== 'active' && st !== 'joining')) continue;
     followers.set(id, newFollowerProgress(rep, id));
@@ -553,7 +691,7 @@ function startTakeover(rep: Replication, out: RepReady, ps: PartitionState): voi
     inflight: new Map(),
     writes: [],
     reads: [],
-    confirmed: confirmed.filter((l) => statusOf(rep, l) === 'joining'),
+    confirmed: confirmed.filter((l) => isLearner(rep, ps.id, l)),
   };
   for (const f of followers.values()) sendSync(rep, out, ps, f);
   advanceTakeover(rep, out, ps);
@@ -754,7 +892,7 @@ function confirmLearners(rep: Replication, out: RepReady, ps: PartitionState, pr
   const cfg = rep.cfg!;
   let changed = false;
   for (const f of pr.followers.values()) {
-    if (statusOf(rep, f.id) !== 'joining' || pr.confirmed.includes(f.id)) continue;
+    if (!isLearner(rep, ps.id, f.id) || pr.confirmed.includes(f.id)) continue;
     if (!f.caughtUp || f.acked < pr.commitSeq) continue;
     pr.confirmed.push(f.id);
     changed = true;
@@ -879,6 +1017,7 @@ function onHeartbeat(rep: Replication, out: RepReady, msg: RepHeartbeatMsg): voi
     }
   }
   rep.peerCaughtUp.set(msg.from, msg.caughtUpEpoch);
+  rep.peerProgress.set(msg.from, msg.progress);
   if (!Array.isArray(msg.orphans)) return;
   for (const item of msg.orphans) {
     const [p, pos] = item;
@@ -959,8 +1098,20 @@ function onCopyReq(rep: Replication, out: RepReady, ps: PartitionState, msg: Rep
   const pos = ps.meta.pos;
   if (pos === null || ps.role === 'none') return; // no complete copy to give
   const scanned = rep.store.scan(ps.id, msg.after, replicationLimits.copyChunkMax);
-  const next = scanned.length < replicationLimits.copyChunkMax ? null : scanned[scanned.length - 1]!.key;
-  const records = scanned.filter((r) => msg.mode === 'full' || r.record.seq > msg.fromSeq).map((r) => [r.key, r.record] as const);
+  let next = scanned.length < replicationLimits.copyChunkMax ? null : scanned[scanned.length - 1]!.key;
+  const records: (readonly [string, KvRecord])[] = [];
+  let bytes = 0;
+  for (let i = 0; i < scanned.length; i++) {
+    const r = scanned[i]!;
+    if (msg.mode === 'full' || r.record.seq > msg.fromSeq) {
+      records.push([r.key, r.record]);
+      bytes += recordBytes(r.record);
+    }
+    if (bytes >= replicationLimits.copyChunkBytesMax && i < scanned.length - 1) {
+      next = r.key; // bounded in bytes too: the rest comes in the next chunk
+      break;
+    }
+  }
   send(rep, out, msg.from, { type: 'rep-copy-chunk', partition: ps.id, session: msg.session, after: msg.after, records, next, pos, history: ps.meta.history });
 }
 
@@ -1001,10 +1152,18 @@ function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: R
   const fs = ps.follower;
   const c = fs?.copy ?? null;
   if (fs === null || c === null || c.done || msg.session !== fs.session || msg.from !== fs.primary || msg.after !== c.after) return;
-  for (const [key, record] of msg.records) applyIncoming(rep, out, ps, key, record);
+  for (const [key, record] of msg.records) {
+    applyIncoming(rep, out, ps, key, record);
+    const b = recordBytes(record);
+    rep.copied.keys += 1;
+    rep.copied.bytes += b;
+    rep.copyBudget -= b;
+  }
   if (msg.next !== null) {
     c.after = msg.next;
-    sendCopyReq(rep, out, ps);
+    // Throttled: the tick asks for the next chunk once the budget is positive again.
+    if (rep.copyBudget > 0) sendCopyReq(rep, out, ps);
+    else c.lastReqTick = -Infinity;
     return;
   }
   c.done = true;
@@ -1083,7 +1242,39 @@ function onConfirm(rep: Replication, out: RepReady, ps: PartitionState, msg: Rep
 
 function onFollowerTick(rep: Replication, out: RepReady, ps: PartitionState): void {
   const c = ps.follower?.copy;
-  if (c !== null && c !== undefined && !c.done && rep.now - c.lastReqTick >= rep.timing.retransmitTicks) sendCopyReq(rep, out, ps);
+  if (c !== null && c !== undefined && !c.done && rep.copyBudget > 0 && rep.now - c.lastReqTick >= rep.timing.retransmitTicks) sendCopyReq(rep, out, ps);
+}
+
+/** Value bytes of a record (what the transfer throttle counts). */
+function recordBytes(r: KvRecord): number {
+  return r.value === null ? 0 : r.value.byteLength;
+}
+
+function learnProgress(rep: Replication): LearnProgress {
+  const epoch = rep.cfg?.epoch ?? 0;
+  let partitions = 0;
+  let confirmed = 0;
+  for (const ps of rep.partitions) {
+    if (ps.role !== 'learner') continue;
+    partitions++;
+    if (ps.confirmedEpoch === epoch) confirmed++;
+  }
+  return { partitions, confirmed, keys: rep.copied.keys, bytes: rep.copied.bytes };
+}
+
+/**
+ * The move in progress as this node sees it: each future owner's catch-up progress (its
+ * own, or from its last heartbeat). Empty when nothing moves.
+ */
+export function moveProgress(rep: Replication): Map<NodeId, LearnProgress | null> {
+  const out = new Map<NodeId, LearnProgress | null>();
+  if (rep.ring === null || rep.cfg === null) return out;
+  for (let p = 0; p < rep.cfg.partitions; p++) {
+    for (const id of rep.ring.learners(partitionId(p))) {
+      if (!out.has(id)) out.set(id, id === rep.id ? learnProgress(rep) : (rep.peerProgress.get(id) ?? null));
+    }
+  }
+  return out;
 }
 
 /** Rule 7 for replication and catch-up: apply only if the incoming version descends from ours. */
@@ -1106,9 +1297,10 @@ function sendHeartbeats(rep: Replication, out: RepReady): void {
   const cfg = rep.cfg!;
   const orphans = orphanPositions(rep);
   const caught = caughtUpEpoch(rep);
+  const progress = learnProgress(rep);
   for (const m of cfg.members) {
     if (m.id === rep.id) continue;
-    send(rep, out, m.id, { type: 'rep-heartbeat', nonce: rep.nonce, leaseId: rep.now, caughtUpEpoch: caught, orphans });
+    send(rep, out, m.id, { type: 'rep-heartbeat', nonce: rep.nonce, leaseId: rep.now, caughtUpEpoch: caught, orphans, progress });
   }
 }
 
@@ -1185,11 +1377,18 @@ function sendOrphanReq(rep: Replication, out: RepReady, ps: PartitionState): voi
 }
 
 /** The epoch for which this (joining) node holds everything committed on all its partitions, else 0. */
+/**
+ * The epoch for which this node holds everything committed in every partition it learns
+ * (a joining member: all of its partitions; an active member: those it will own after the
+ * move in progress), or 0. An active member that learns nothing is trivially caught up.
+ */
 function caughtUpEpoch(rep: Replication): number {
   const cfg = rep.cfg;
-  if (cfg === null || selfMember(rep)?.status !== 'joining') return 0;
+  const status = selfMember(rep)?.status;
+  if (cfg === null || (status !== 'joining' && status !== 'active')) return 0;
   for (const ps of rep.partitions) {
-    if (!preference(rep, ps.id).includes(rep.id)) continue;
+    const learns = ps.role === 'learner' || (status === 'joining' && preference(rep, ps.id).includes(rep.id));
+    if (!learns) continue;
     if (ps.confirmedEpoch === cfg.epoch) continue;
     if (orphanConfirmed(rep, ps)) continue;
     return 0;
@@ -1318,7 +1517,7 @@ export interface KvReady {
 }
 
 export interface KvNodeOptions {
-  readonly membership: Omit<NodeOptions, 'readyToActivate'>;
+  readonly membership: Omit<NodeOptions, 'readyToActivate' | 'readyToRemove'>;
   readonly replication: Omit<RepOptions, 'id' | 'clusterName'>;
 }
 
@@ -1329,7 +1528,11 @@ export function createKvNode(
 ): { node: KvNode; ready: KvReady } {
   const m = opts.membership;
   const rep = createReplication({ ...opts.replication, id: m.id, clusterName: m.clusterName }, persisted.metas, store);
-  const nodeOpts: NodeOptions = { ...m, readyToActivate: (id, cfg) => isCaughtUp(rep, id, cfg) };
+  const nodeOpts: NodeOptions = {
+    ...m,
+    readyToActivate: (id, cfg) => isCaughtUp(rep, id, cfg),
+    readyToRemove: (_id, cfg) => moveCaughtUp(rep, cfg),
+  };
   const membership = persisted.membership === null ? createNode(nodeOpts) : restoreNode(nodeOpts, persisted.membership);
   const node: KvNode = { membership, rep };
   return { node, ready: { membership: emptyMembershipReady(), rep: setConfig(rep, currentConfig(membership)) } };

@@ -13,6 +13,10 @@
 //   the start of p (the first token >= start, wrapping). Equal tokens are ordered by
 //   node id, so the walk is a total order.
 // - The primary of p is the first `active` member of its preference list.
+// - Only owners and outgoing members place tokens (membership.ts `Placement`). While a
+//   member is incoming or outgoing, the ring also computes the preference lists of the
+//   config after the move; `learners(p)` are the members that will own p then but do not
+//   now: they copy p from its primary (rule 5) before one config change switches (rule 6).
 //
 // Token positions are bigints: the ring is built only when the config changes, so
 // clarity beats speed here. The per-request path is `partitionOf` (hash.ts) plus an
@@ -23,11 +27,13 @@ import { assert, partitionId, type NodeId, type PartitionId } from './types.js';
 
 export { partitionOf } from './hash.js';
 
-export type MemberStatus = 'active' | 'down' | 'joining' | 'leaving';
+export type MemberStatus = 'active' | 'down' | 'joining';
+export type Placement = 'owner' | 'incoming' | 'outgoing';
 
 export interface RingMember {
   readonly id: NodeId;
   readonly status: MemberStatus;
+  readonly placement: Placement;
 }
 
 export interface RingConfig {
@@ -56,6 +62,8 @@ export interface Ring {
   preference(p: PartitionId): readonly NodeId[];
   /** The first active member of p's preference list, or undefined if none is active. */
   primaryOf(p: PartitionId): NodeId | undefined;
+  /** Members that will own p once the move in progress switches, and do not own it now. */
+  learners(p: PartitionId): readonly NodeId[];
 }
 
 /** The token of a member's i-th virtual node. */
@@ -63,19 +71,34 @@ export function vnodeToken(id: NodeId, i: number): bigint {
   return hash64(`${id}#${i}`);
 }
 
+const NONE: readonly NodeId[] = Object.freeze([]);
+
 export function buildRing(cfg: RingConfig): Ring {
   assertConfig(cfg);
-  const tokens = sortedTokens(cfg);
-  const want = Math.min(cfg.replicationFactor, cfg.members.length);
+  const owners = cfg.members.filter((m) => m.placement !== 'incoming');
+  const tokens = sortedTokens(owners, cfg.vnodesPerNode);
+  const want = Math.min(cfg.replicationFactor, owners.length);
   const active = new Set(cfg.members.filter((m) => m.status === 'active').map((m) => m.id));
+  // The ring after the move in progress, if any.
+  const moving = cfg.members.some((m) => m.placement !== 'owner');
+  const after = cfg.members.filter((m) => m.placement !== 'outgoing');
+  const afterTokens = moving ? sortedTokens(after, cfg.vnodesPerNode) : tokens;
+  const afterWant = Math.min(cfg.replicationFactor, after.length);
 
   const preferences: (readonly NodeId[])[] = [];
   const primaries: (NodeId | undefined)[] = [];
+  const learners: (readonly NodeId[])[] = [];
   for (let p = 0; p < cfg.partitions; p++) {
     const start = partitionStart(partitionId(p), cfg.partitions);
     const list = walkClockwise(tokens, firstTokenAtOrAfter(tokens, start), want);
     preferences.push(Object.freeze(list));
     primaries.push(list.find((id) => active.has(id)));
+    if (!moving) {
+      learners.push(NONE);
+      continue;
+    }
+    const next = walkClockwise(afterTokens, firstTokenAtOrAfter(afterTokens, start), afterWant).filter((id) => !list.includes(id));
+    learners.push(next.length === 0 ? NONE : Object.freeze(next));
   }
 
   const checkPartition = (p: PartitionId): void => {
@@ -86,7 +109,7 @@ export function buildRing(cfg: RingConfig): Ring {
     partitions: cfg.partitions,
     replicationFactor: cfg.replicationFactor,
     tokens,
-    checksum: checksumOf(cfg, preferences, primaries),
+    checksum: checksumOf(cfg, preferences, primaries, learners),
     preference(p) {
       checkPartition(p);
       return preferences[p]!;
@@ -94,6 +117,10 @@ export function buildRing(cfg: RingConfig): Ring {
     primaryOf(p) {
       checkPartition(p);
       return primaries[p];
+    },
+    learners(p) {
+      checkPartition(p);
+      return learners[p]!;
     },
   };
 }
@@ -114,10 +141,10 @@ function assertConfig(cfg: RingConfig): void {
   assert(ids.size === cfg.members.length, 'ring members must have distinct ids');
 }
 
-function sortedTokens(cfg: RingConfig): readonly RingToken[] {
+function sortedTokens(members: readonly RingMember[], vnodesPerNode: number): readonly RingToken[] {
   const tokens: RingToken[] = [];
-  for (const m of cfg.members) {
-    for (let i = 0; i < cfg.vnodesPerNode; i++) {
+  for (const m of members) {
+    for (let i = 0; i < vnodesPerNode; i++) {
       tokens.push(Object.freeze({ token: vnodeToken(m.id, i), node: m.id }));
     }
   }
@@ -147,15 +174,18 @@ function walkClockwise(tokens: readonly RingToken[], from: number, want: number)
 }
 
 // Canonical text: "P=<P>;RF=<RF>", then one "|<p>:<primary or ->:<id>,<id>,..." per
-// partition. It is independent of the order in which members were listed.
+// partition, followed by "+<id>,..." when p has learners. It is independent of the order
+// in which members were listed.
 function checksumOf(
   cfg: RingConfig,
   preferences: readonly (readonly NodeId[])[],
   primaries: readonly (NodeId | undefined)[],
+  learners: readonly (readonly NodeId[])[],
 ): string {
   const parts = [`P=${cfg.partitions};RF=${cfg.replicationFactor}`];
   for (let p = 0; p < preferences.length; p++) {
-    parts.push(`${p}:${primaries[p] ?? '-'}:${preferences[p]!.join(',')}`);
+    const l = learners[p]!;
+    parts.push(`${p}:${primaries[p] ?? '-'}:${preferences[p]!.join(',')}${l.length === 0 ? '' : `+${l.join(',')}`}`);
   }
   return hashHex(parts.join('|'));
 }

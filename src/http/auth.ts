@@ -35,6 +35,9 @@ export function requiredScope(method: string, url: string): Scope {
 export function authHook(tokens: TokenTable) {
   return async (req: FastifyRequest): Promise<void> => {
     if (req.url === '/healthz' || req.url === '/readyz') return;
+    // The dashboard's static files hold no data (it reads GET /v1/events with a token), and
+    // a browser's CORS preflight never carries one.
+    if (req.routeOptions.url === '/ui' || req.routeOptions.url === '/ui/*' || req.method === 'OPTIONS') return;
     const h = req.headers.authorization;
     if (h === undefined || !h.startsWith('Bearer ')) throw new ApiError('unauthorized', 'missing bearer token');
     const d = digest(h.slice(7).trim());

@@ -5,11 +5,14 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
+import type { ClusterEvents } from '../runtime/events.js';
 import type { KvService } from '../runtime/kv-service.js';
 import { ApiError } from './errors.js';
+import { eventsRoutes } from './events-routes.js';
 import { kvRoutes } from './kv-routes.js';
 import type { Metrics } from './metrics.js';
 import { opsRoutes } from './ops-routes.js';
+import { uiRoutes } from './ui-routes.js';
 import type { TokenTable } from './auth.js';
 import { authHook } from './auth.js';
 
@@ -24,6 +27,8 @@ export interface ClientAppDeps {
   readonly notReadyReason: () => string | null;
   /** Registers further route plugins (cluster, placement) on the same app. */
   readonly extraRoutes?: (app: FastifyInstance) => void;
+  /** The cluster events behind GET /v1/events (absent: no such route). */
+  readonly events?: ClusterEvents;
 }
 
 export function buildClientApp(deps: ClientAppDeps): FastifyInstance {
@@ -51,7 +56,9 @@ export function buildClientApp(deps: ClientAppDeps): FastifyInstance {
   // Callback-style hooks: an async hook costs a promise and a microtask per request.
   let inflight = 0;
   const counts = new RequestCounts(deps.metrics);
-  app.addHook('onRequest', (_req, _reply, done) => {
+  app.addHook('onRequest', (_req, reply, done) => {
+    // 'close' comes once per response, also when the client leaves first (onResponse does not).
+    reply.raw.once('close', () => inflight--);
     if (++inflight > config.limits.inflightRequestsMax) {
       done(new ApiError('unavailable', `more than ${config.limits.inflightRequestsMax} requests in progress`, 1));
       return;
@@ -60,7 +67,6 @@ export function buildClientApp(deps: ClientAppDeps): FastifyInstance {
   });
   if (deps.tokens !== null) app.addHook('onRequest', authHook(deps.tokens));
   app.addHook('onResponse', (req, reply, done) => {
-    inflight--;
     const route = req.routeOptions.url ?? 'unmatched';
     counts.add(route, req.method, reply.statusCode);
     deps.metrics.latency.observe({ route, method: req.method }, reply.elapsedTime / 1000);
@@ -75,6 +81,8 @@ export function buildClientApp(deps: ClientAppDeps): FastifyInstance {
   app.register(opsRoutes, { metrics: deps.metrics, notReadyReason: deps.notReadyReason, beforeScrape: () => counts.flush() });
   app.register(kvRoutes, { kv: deps.kv, config });
   deps.extraRoutes?.(app);
+  if (deps.events) app.register(eventsRoutes, { events: deps.events, metrics: deps.metrics, flushCounts: () => counts.flush(), streamsMax: config.limits.eventStreamsMax });
+  app.register(uiRoutes);
   return app;
 }
 

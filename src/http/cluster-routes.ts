@@ -9,6 +9,7 @@ import type { ConfigChange } from '../core/membership.js';
 import { NODE_ID_PATTERN, partitionId, type NodeId } from '../core/types.js';
 import type { Ring } from '../core/ring.js';
 import type { ClusterConfig } from '../core/membership.js';
+import type { LearnProgress } from '../core/replication.js';
 import { primaryFor } from '../runtime/cluster-kv.js';
 import { ApiError } from './errors.js';
 import { parseKeyAt } from './kv-routes.js';
@@ -20,6 +21,7 @@ export interface ClusterDriver {
   leader(): NodeId | null;
   heartbeatAgeMs(id: NodeId): number | null;
   propose(change: ConfigChange): Promise<AdminResult>;
+  moveProgress(): Map<NodeId, LearnProgress | null>;
 }
 
 export interface ClusterRoutesOptions {
@@ -85,10 +87,16 @@ export async function clusterRoutes(app: FastifyInstance, opts: ClusterRoutesOpt
     return answer(await driver.propose(change), reply);
   });
 
+  // Removing an owner is a decommission: its partitions move to the other members first,
+  // and the leader removes it once they hold them. An incoming member (an add that has not
+  // finished) owns nothing and is removed at once.
   app.delete<{ Params: { id: string } }>('/v1/cluster/members/:id', async (req, reply) => {
     const id = req.params.id;
     if (!NODE_ID_PATTERN.test(id)) throw new ApiError('invalid_parameter', 'member id must match [a-z0-9-]{1,32}');
-    return answer(await driver.propose({ kind: 'remove', id: id as NodeId }), reply);
+    const m = driver.config().members.find((x) => x.id === id);
+    if (m === undefined) throw new ApiError('conflict', `${id} is not a member of epoch ${driver.config().epoch}`);
+    if (m.placement === 'outgoing') throw new ApiError('conflict', `${id} is already being decommissioned; its removal follows once its partitions have moved`);
+    return answer(await driver.propose(m.placement === 'incoming' ? { kind: 'remove', id: m.id } : { kind: 'decommission', id: m.id }), reply);
   });
 }
 
@@ -109,14 +117,45 @@ function answer(r: AdminResult, reply: import('fastify').FastifyReply) {
   }
 }
 
+/** When this process first saw the move of a member (for the ETA of /v1/cluster). */
+const moveSeen = new Map<string, { at: number; confirmed: number }>();
+
+function moveView(cfg: ClusterConfig, driver: ClusterDriver, partitionsMoving: number) {
+  const m = cfg.members.find((x) => x.placement !== 'owner');
+  if (m === undefined) return null;
+  const learners = [...driver.moveProgress()].map(([id, p]) => ({ id, ...(p ?? { partitions: 0, confirmed: 0, keys: 0, bytes: 0 }), reported: p !== null }));
+  const total = learners.reduce((a, l) => a + l.partitions, 0);
+  const confirmed = learners.reduce((a, l) => a + l.confirmed, 0);
+  const key = `${m.id}/${m.placement}`;
+  const now = performance.now();
+  const seen = moveSeen.get(key) ?? { at: now, confirmed };
+  moveSeen.set(key, seen);
+  const rate = (confirmed - seen.confirmed) / ((now - seen.at) / 1000);
+  return {
+    member: m.id,
+    kind: m.placement === 'incoming' ? ('add' as const) : ('decommission' as const),
+    partitionsMoving,
+    partitionCopies: total,
+    partitionCopiesConfirmed: confirmed,
+    keysCopied: learners.reduce((a, l) => a + l.keys, 0),
+    bytesCopied: learners.reduce((a, l) => a + l.bytes, 0),
+    /** Estimated from the confirmation rate this node has seen; null until it has one. */
+    etaSeconds: rate > 0 && total >= confirmed ? Math.round((total - confirmed) / rate) : null,
+    learners,
+  };
+}
+
 export function clusterView(opts: ClusterRoutesOptions) {
   const { driver, config, self } = opts;
   const cfg = driver.config();
   const ring = driver.ring();
+  let partitionsMoving = 0;
   const partitions = Array.from({ length: cfg.partitions }, (_, p) => {
     const pref = ring.preference(partitionId(p));
     const primary = ring.primaryOf(partitionId(p)) ?? null;
-    return { partition: p, primary, preference: pref };
+    const learners = ring.learners(partitionId(p));
+    if (learners.length > 0) partitionsMoving++;
+    return { partition: p, primary, preference: pref, learners };
   });
   const primaries = new Map<string, number>();
   for (const p of partitions) if (p.primary) primaries.set(p.primary, (primaries.get(p.primary) ?? 0) + 1);
@@ -135,9 +174,11 @@ export function clusterView(opts: ClusterRoutesOptions) {
       peerUrl: m.peerUrl,
       clientUrl: m.clientUrl,
       status: m.status,
+      placement: m.placement,
       heartbeatAgeMs: m.id === self ? 0 : driver.heartbeatAgeMs(m.id),
       primaryPartitions: primaries.get(m.id) ?? 0,
     })),
+    move: moveView(cfg, driver, partitionsMoving),
     partitions,
   };
 }

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
 import { partitionId, type PartitionId } from '../core/types.js';
-import type { Message } from '../core/node.js';
+import type { LogEntry, Message } from '../core/node.js';
 import { LogOnce, PeerAuthenticator } from '../net/peer-auth.js';
 import { MESSAGES_PATH } from '../net/peer-transport.js';
 import { batchSchema, parseMessage } from '../net/wire.js';
@@ -19,6 +19,8 @@ import { kvRoutes } from './kv-routes.js';
 import { sendError } from './client-app.js';
 
 export const LIST_PATH = '/peer/v1/list';
+/** GET: the latest decided config entry; how a node started with cluster.join learns the cluster. */
+export const CONFIG_PATH = '/peer/v1/config';
 
 export const listRequestSchema = z.strictObject({
   prefix: z.string().max(4096),
@@ -36,6 +38,8 @@ export interface PeerAppDeps {
   readonly primaryKv: KvService;
   /** Lists the given partitions; refuses (421) any this node is not primary for. */
   readonly listPartitions: (partitions: readonly PartitionId[], prefix: string, after: string, limit: number) => ListResult;
+  /** The latest decided config log entry. */
+  readonly latestConfig: () => LogEntry;
 }
 
 export function buildPeerApp(deps: PeerAppDeps): FastifyInstance {
@@ -112,6 +116,8 @@ export function buildPeerApp(deps: PeerAppDeps): FastifyInstance {
     if (!q.success) throw new ApiError('invalid_request', `malformed list request: ${q.error.issues[0]?.message ?? ''}`);
     return deps.listPartitions(q.data.partitions.map(partitionId), q.data.prefix, q.data.after, q.data.limit);
   });
+
+  app.get(CONFIG_PATH, async () => ({ entry: deps.latestConfig() }));
 
   app.register(kvRoutes, { kv: deps.primaryKv, config, urlPrefix: '/peer' });
   app.setNotFoundHandler((req, reply) => sendError(new ApiError('route_not_found', `no peer route ${req.method} ${req.url}`), reply));

@@ -51,6 +51,7 @@ export const repMessageSchema = z.discriminatedUnion('type', [
     leaseId: count,
     caughtUpEpoch: count,
     orphans: z.array(z.tuple([z.number().int().min(0).max(1 << 21), position.nullable()])).max(1 << 16),
+    progress: z.strictObject({ partitions: count, confirmed: count, keys: count, bytes: count }),
   }),
   z.strictObject({ ...base, type: z.literal('rep-lease'), nonce: u32, leaseId: count }),
   z.strictObject({ ...part, type: z.literal('rep-sync') }),

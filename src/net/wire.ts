@@ -17,7 +17,8 @@ const member = z.strictObject({
   id: nodeId,
   peerUrl: url,
   clientUrl: url,
-  status: z.enum(['active', 'down', 'joining', 'leaving']),
+  status: z.enum(['active', 'down', 'joining']),
+  placement: z.enum(['owner', 'incoming', 'outgoing']),
 });
 
 const clusterConfig = z.strictObject({
@@ -36,19 +37,20 @@ const change = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('mark-joining'), id: nodeId }),
   z.strictObject({ kind: z.literal('mark-active'), id: nodeId }),
   z.strictObject({ kind: z.literal('add'), member: newMember }),
+  z.strictObject({ kind: z.literal('decommission'), id: nodeId }),
   z.strictObject({ kind: z.literal('remove'), id: nodeId }),
   z.strictObject({ kind: z.literal('noop') }),
 ]);
 
 const requestId = z.string().min(1).max(128);
 
-const logEntry = z.strictObject({
+export const logEntrySchema = z.strictObject({
   config: clusterConfig,
   change,
   request: z.strictObject({ origin: nodeId, requestId }).nullable(),
 });
 
-const accepted = z.strictObject({ slot: count, ballot, value: logEntry });
+const accepted = z.strictObject({ slot: count, ballot, value: logEntrySchema });
 
 const adminResult = z.discriminatedUnion('status', [
   z.strictObject({ status: z.literal('committed'), epoch }),
@@ -62,7 +64,7 @@ export const messageSchema = z.discriminatedUnion('type', [
   z.strictObject({ ...base, type: z.literal('heartbeat'), ringChecksum: z.string().max(64), leader: ballot.nullable() }),
   z.strictObject({ ...base, type: z.literal('prepare'), ballot, fromSlot: count }),
   z.strictObject({ ...base, type: z.literal('promise'), ballot, fromSlot: count, accepted: accepted.nullable() }),
-  z.strictObject({ ...base, type: z.literal('accept'), ballot, slot: count, value: logEntry }),
+  z.strictObject({ ...base, type: z.literal('accept'), ballot, slot: count, value: logEntrySchema }),
   z.strictObject({ ...base, type: z.literal('accepted'), ballot, slot: count }),
   z.strictObject({ ...base, type: z.literal('nack'), ballot, promised: ballot }),
   z.strictObject({ ...base, type: z.literal('fetch'), fromEpoch: count }),
@@ -70,7 +72,7 @@ export const messageSchema = z.discriminatedUnion('type', [
     ...base,
     type: z.literal('configs'),
     reason: z.enum(['decided', 'fetch-response', 'push']),
-    entries: z.array(logEntry).max(64),
+    entries: z.array(logEntrySchema).max(64),
   }),
   z.strictObject({ ...base, type: z.literal('propose'), requestId, change }),
   z.strictObject({ ...base, type: z.literal('propose-result'), requestId, result: adminResult }),

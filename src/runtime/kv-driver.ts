@@ -23,6 +23,7 @@ import type { AdminResult, Message } from '../core/node.js';
 import {
   canServe,
   createKvNode,
+  moveProgress,
   proposeKv,
   replicationLag,
   stepKv,
@@ -32,6 +33,7 @@ import {
   type ClientResult,
   type KvNode,
   type KvReady,
+  type LearnProgress,
   type RepEvent,
   type RepMessage,
 } from '../core/replication.js';
@@ -45,6 +47,8 @@ import { loadPartitionMetas, OverlayStoreView, repWriteOps } from './rep-store.j
 
 export interface KvDriverOptions extends DriverOptions {
   readonly leaseMs: number;
+  /** Throttle of catch-up copies into this node (value bytes per second). */
+  readonly transferBytesPerSecond: number;
   /** Called for every replication event (metrics); see RepEventInfo. */
   readonly onRepEvent?: (e: RepEvent, info: RepEventInfo) => void;
 }
@@ -99,11 +103,12 @@ export class KvDriver extends EventEmitter {
           cluster: opts.cluster,
           // Jitter only needs to differ between nodes and restarts; it decides nothing.
           seed,
-          timing: { heartbeatTicks, suspectTicks },
+          timing: { heartbeatTicks, suspectTicks, joinGraceTicks: Math.ceil(10_000 / this.tickMs) },
           ringChecksum: (cfg) => this.ringFor(cfg).checksum,
         },
         replication: {
           seed: (seed ^ 0x5bd1e995) >>> 0,
+          copyBytesPerTick: (opts.transferBytesPerSecond * this.tickMs) / 1000,
           timing: { heartbeatTicks, leaseTicks, suspectTicks, retransmitTicks: heartbeatTicks, writeTimeoutTicks: Math.max(leaseTicks + 1, Math.ceil(2000 / this.tickMs)) },
         },
       },
@@ -170,6 +175,12 @@ export class KvDriver extends EventEmitter {
     return this.ringFor(this.config());
   }
 
+  /** The latest decided config log entry (served to nodes joining with cluster.join). */
+  latestEntry(): core.LogEntry {
+    const log = this.node.membership.log;
+    return log[log.length - 1]!;
+  }
+
   leader(): NodeId | null {
     return core.leaderOf(this.node.membership);
   }
@@ -182,6 +193,11 @@ export class KvDriver extends EventEmitter {
   /** May this node acknowledge writes and serve strong reads for partition p right now? */
   canServe(p: number): boolean {
     return canServe(this.node.rep, p);
+  }
+
+  /** The move in progress: each future owner's catch-up progress (null: not heard yet). */
+  moveProgress(): Map<NodeId, LearnProgress | null> {
+    return moveProgress(this.node.rep);
   }
 
   /** Entries the slowest follower lacks, per partition this node serves as primary. */

@@ -10,7 +10,7 @@ import type { NewMember } from '../core/membership.js';
 import { nodeId as toNodeId, type NodeId } from '../core/types.js';
 import { loadTokens } from '../http/auth.js';
 import { buildClientApp } from '../http/client-app.js';
-import { clusterRoutes } from '../http/cluster-routes.js';
+import { clusterRoutes, clusterView } from '../http/cluster-routes.js';
 import { Metrics } from '../http/metrics.js';
 import { buildPeerApp } from '../http/peer-app.js';
 import { PeerTransport } from '../net/peer-transport.js';
@@ -19,7 +19,10 @@ import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { partitionId } from '../core/types.js';
 import { ClusterKv, PrimaryGuard } from './cluster-kv.js';
+import { ClusterEvents } from './events.js';
+import { waitUntilAdded } from './join.js';
 import { KvDriver } from './kv-driver.js';
+import { loadMembershipState, membershipWriteOps } from './membership-state.js';
 import { LocalKv } from './local-kv.js';
 import { ReplicatedKv } from './replicated-kv.js';
 
@@ -47,15 +50,12 @@ function bootstrapMembers(loaded: LoadedConfig): NewMember[] {
 export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<RunningNode> {
   const { config } = loaded;
   const id: NodeId = toNodeId(config.node.id);
-  if (config.cluster.join !== null) {
-    // Refuse rather than silently forming a separate one-node cluster.
-    throw new Error('cluster.join (starting a node that is added to a running cluster) is not supported yet; see docs/design.md');
-  }
+  const joining = config.cluster.join !== null;
   const members = bootstrapMembers(loaded);
   // A cluster of fewer nodes than the replication factor stores fewer copies; say so.
   const replicationFactor = Math.min(config.cluster.replicationFactor, members.length);
   const minInSync = Math.min(config.cluster.minInSync, replicationFactor);
-  if (replicationFactor < config.cluster.replicationFactor || minInSync < config.cluster.minInSync) {
+  if (!joining && (replicationFactor < config.cluster.replicationFactor || minInSync < config.cluster.minInSync)) {
     logger.warn(
       { members: members.length, replicationFactor, minInSync },
       'fewer initial members than cluster.replicationFactor: replication factor and minInSync are capped',
@@ -70,6 +70,17 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     unlock();
     throw e;
   }
+  if (joining && loadMembershipState(store).log.length === 0) {
+    // First start of an added node: its first config comes from the cluster (join.ts).
+    try {
+      const entry = await waitUntilAdded({ join: config.cluster.join!, self: id, advertise: loaded.advertise, secret: loaded.secret, clusterName: config.cluster.name, logger });
+      await store.write(membershipWriteOps({ kind: 'config', entry }));
+    } catch (e) {
+      await store.close();
+      unlock();
+      throw e;
+    }
+  }
   let stopping = false;
   let fatal = false;
   const transport = new PeerTransport(loaded.secret, config.cluster.name, id, logger, config.timing.requestTimeoutMs);
@@ -82,6 +93,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     heartbeatMs: config.timing.heartbeatMs,
     suspectAfterMs: config.timing.suspectAfterMs,
     leaseMs: config.timing.leaseMs,
+    transferBytesPerSecond: config.limits.transferBytesPerSecond,
     store,
     transport,
     logger,
@@ -96,7 +108,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     },
   });
   // LocalKv only lists partitions now (reads the durable store); writes go through replication.
-  const local = new LocalKv(store, id, config.cluster.partitions, (e) => {
+  const local = new LocalKv(store, id, driver.config().partitions, (e) => {
     if (fatal) return;
     fatal = true;
     logger.fatal({ err: e }, 'storage write failed; stopping so that no acknowledgement is given for data not on disk');
@@ -138,6 +150,9 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     return { epoch: cfg.epoch, isLeader: driver.leader() === id, members };
   };
   const tokens = config.auth.clientTokensFile === null ? null : loadTokens(config.auth.clientTokensFile);
+  // GET /v1/events: fed with every config the driver learns.
+  const events = new ClusterEvents(id, driver, () => clusterView({ config, self: id, driver }));
+  driver.on('config', () => events.configChanged());
 
   const peerApp = buildPeerApp({
     config,
@@ -146,6 +161,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     deliver: (msg) => driver.deliver(msg),
     primaryKv,
     listPartitions: (ps, prefix, after, limit) => guard.listPartitions(ps, prefix, after, limit),
+    latestConfig: () => driver.latestEntry(),
   });
   const clientApp = buildClientApp({
     config,
@@ -165,6 +181,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
       return null;
     },
     extraRoutes: (app) => app.register(clusterRoutes, { config, self: id, driver }),
+    events,
   });
 
   const peerAddr = splitHostPort(config.listen.peer);
@@ -181,7 +198,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     unlock();
     throw e;
   }
-  if (members.length === 1) {
+  if (!joining && members.length === 1) {
     // A cluster of one: its takeover only waits out its own lease; be ready when this returns.
     const deadline = Date.now() + 2 * config.timing.leaseMs + 1000;
     while (unservedPartitions() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));

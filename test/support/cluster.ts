@@ -46,8 +46,9 @@ export class LocalCluster {
     private out: { text: string },
   ) {}
 
-  static async start(n: number): Promise<LocalCluster> {
-    const base = await freeBase(n);
+  /** `spare`: also keep the ports of that many more nodes (n+1, ...) free, for nodes added later. */
+  static async start(n: number, spare = 0): Promise<LocalCluster> {
+    const base = await freeBase(n + spare);
     const dir = mkdtempSync(join(tmpdir(), 'ringkv-cluster-'));
     const local = spawn(process.execPath, [MAIN, 'local', '--nodes', String(n), '--base-port', String(base), '--data', dir, '--log-format', 'json'], {
       stdio: ['ignore', 'pipe', 'pipe'],

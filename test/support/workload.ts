@@ -22,6 +22,9 @@ import { createHash } from 'node:crypto';
 import { LocalCluster } from './cluster.js';
 import { HistoryRecorder, type KvOp } from './linearizability.js';
 
+/** What the workload and the checks use of a cluster: a LocalCluster, or a NetnsCluster (netns.ts). */
+export type ClusterClient = Pick<LocalCluster, 'n' | 'ids' | 'client'>;
+
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const unquote = (etag: string | null): string => (etag ?? '').replace(/^W\//, '').replace(/"/g, '');
 
@@ -85,7 +88,7 @@ export class Workload {
   readonly t0 = performance.now();
 
   constructor(
-    readonly c: LocalCluster,
+    readonly c: ClusterClient,
     readonly opts: WorkloadOptions,
   ) {}
 
@@ -176,7 +179,7 @@ export class Workload {
       let n = 0;
       let next = start + Math.random() * interval;
       const inflight = new Set<Promise<void>>();
-      while (performance.now() - start < this.opts.durationMs) {
+      while (performance.now() - start < this.opts.durationMs && !this.stopped) {
         await sleep(Math.max(0, next - performance.now()));
         while (inflight.size >= maxInflight) await Promise.race(inflight);
         next = Math.max(next + interval, performance.now() - interval); // no catch-up bursts
@@ -194,6 +197,12 @@ export class Workload {
 
   /** Wall time of run(). */
   runMs = 0;
+  private stopped = false;
+
+  /** Ends run() early: no new ops; the ones in flight finish. */
+  stop(): void {
+    this.stopped = true;
+  }
 
   /** A strong read of every key, recorded (client id 1000), retried through 503s and errors. */
   async finalReads(timeoutMs = 20_000): Promise<Map<string, KvOp>> {
@@ -282,7 +291,7 @@ export async function metric(base: string, name: string): Promise<number> {
 }
 
 /** ringkv_version_conflicts_total of each node in `ids`. */
-export async function versionConflicts(c: LocalCluster, ids: readonly string[] = c.ids()): Promise<Record<string, number>> {
+export async function versionConflicts(c: ClusterClient, ids: readonly string[] = c.ids()): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   for (const id of ids) out[id] = await metric(c.client(id), 'ringkv_version_conflicts_total');
   return out;
@@ -296,7 +305,7 @@ export interface Placement {
   epoch: number;
 }
 
-export async function placement(c: LocalCluster, key: string, via = c.ids()[0]!): Promise<Placement> {
+export async function placement(c: ClusterClient, key: string, via = c.ids()[0]!): Promise<Placement> {
   const r = await fetch(`${c.client(via)}/v1/placement/${encodeURIComponent(key)}`, { signal: AbortSignal.timeout(3000) });
   if (!r.ok) throw new Error(`placement of ${key} via ${via}: ${r.status}`);
   return (await r.json()) as Placement;
@@ -318,7 +327,7 @@ export interface ReplicaCheck {
  * sorted key -> (ETag, value hash) pairs of the keys. Requires every preference member
  * to be a replica or the primary (the cluster healed). Retried until `timeoutMs`.
  */
-export async function checkReplicas(c: LocalCluster, keys: readonly string[], timeoutMs = 10_000, via = c.ids()[0]!): Promise<ReplicaCheck> {
+export async function checkReplicas(c: ClusterClient, keys: readonly string[], timeoutMs = 10_000, via = c.ids()[0]!): Promise<ReplicaCheck> {
   const start = performance.now();
   let attempts = 0;
   for (;;) {

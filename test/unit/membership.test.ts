@@ -71,15 +71,26 @@ describe('membership transitions', () => {
     expect(applyChange(down, { kind: 'mark-down', id: n2 })).toHaveProperty('error');
   });
 
-  it('adds as joining and removes, never below minInSync members or active members', () => {
+  it('adds as joining and incoming; one move at a time; removes only what owns no data', () => {
     const c2 = ok(applyChange(cfg1, { kind: 'add', member: urls(n4) }));
-    expect(c2.members.find((m) => m.id === n4)?.status).toBe('joining');
-    const c3 = ok(applyChange(cfg1, { kind: 'remove', id: n3 }));
-    expect(votersOf(c3)).toEqual([n1, n2]);
-    expect(applyChange(c3, { kind: 'remove', id: n2 })).toHaveProperty('error'); // 1 member < minInSync
-    const d = ok(applyChange(ok(applyChange(cfg1, { kind: 'mark-down', id: n3 })), { kind: 'add', member: urls(n4) }));
-    expect(applyChange(d, { kind: 'remove', id: n1 })).toHaveProperty('error'); // 1 active left < 2
-    expect(ok(applyChange(d, { kind: 'remove', id: n3 })).members.map((m) => m.id)).toEqual([n1, n2, n4]);
+    expect(c2.members.find((m) => m.id === n4)).toMatchObject({ status: 'joining', placement: 'incoming' });
+    // A second move waits for the first, with a reason that names it.
+    expect(applyChange(c2, { kind: 'decommission', id: n1 })).toEqual({ error: expect.stringContaining('n4 is being added') });
+    expect(applyChange(c2, { kind: 'add', member: urls(nodeId('n5')) })).toHaveProperty('error');
+    // Activation places the tokens: the add is over.
+    const c3 = ok(applyChange(c2, { kind: 'mark-active', id: n4 }));
+    expect(c3.members.find((m) => m.id === n4)).toMatchObject({ status: 'active', placement: 'owner' });
+    // An owner is decommissioned, then removed; never removed directly.
+    expect(applyChange(c3, { kind: 'remove', id: n3 })).toEqual({ error: expect.stringContaining('decommission') });
+    const c4 = ok(applyChange(c3, { kind: 'decommission', id: n3 }));
+    expect(c4.members.find((m) => m.id === n3)?.placement).toBe('outgoing');
+    const c5 = ok(applyChange(c4, { kind: 'remove', id: n3 }));
+    expect(votersOf(c5)).toEqual([n1, n2, n4]);
+    // An incoming member can be removed (the add is cancelled).
+    expect(votersOf(ok(applyChange(c2, { kind: 'remove', id: n4 })))).toEqual([n1, n2, n3]);
+    // Never below minInSync owners, one of them active.
+    const two = ok(applyChange(ok(applyChange(cfg1, { kind: 'decommission', id: n3 })), { kind: 'remove', id: n3 }));
+    expect(applyChange(two, { kind: 'decommission', id: n2 })).toEqual({ error: expect.stringContaining('fewer than minInSync') });
   });
 
   it('any sequence of changes keeps configs valid: unique sorted ids, epoch + 1 per legal change', () => {

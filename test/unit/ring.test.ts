@@ -6,7 +6,7 @@ import { nodeId, partitionId, type NodeId, type PartitionId } from '../../src/co
 
 const ids = (n: number): NodeId[] => Array.from({ length: n }, (_, i) => nodeId(`n${i + 1}`));
 const members = (list: readonly NodeId[], status: MemberStatus = 'active'): RingMember[] =>
-  list.map((id) => ({ id, status }));
+  list.map((id) => ({ id, status, placement: 'owner' }));
 const defaults = (list: readonly RingMember[]): RingConfig => ({
   partitions: 128,
   vnodesPerNode: 64,
@@ -174,7 +174,7 @@ describe('primaryOf', () => {
 
     const p = partitionId(17);
     const [first, second, third] = ring.preference(p);
-    for (const status of ['down', 'joining', 'leaving'] as const) {
+    for (const status of ['down', 'joining'] as const) {
       const changed = buildRing({
         ...base,
         members: base.members.map((m) => (m.id === first ? { ...m, status } : m)),
@@ -195,7 +195,7 @@ describe('primaryOf', () => {
   });
 
   it('never picks a non-active member', () => {
-    const statuses = fc.constantFrom<MemberStatus>('active', 'down', 'joining', 'leaving');
+    const statuses = fc.constantFrom<MemberStatus>('active', 'down', 'joining');
     fc.assert(
       fc.property(arbConfig, fc.array(statuses, { minLength: 7, maxLength: 7 }), (cfg, st) => {
         const withStatus = { ...cfg, members: cfg.members.map((m, i) => ({ ...m, status: st[i]! })) };
@@ -250,10 +250,54 @@ describe('minimal movement', () => {
       fc.property(arbConfig, fc.constantFrom(...pool), (cfg, extra) => {
         fc.pre(!cfg.members.some((m) => m.id === extra));
         const before = lists(buildRing(cfg));
-        const after = lists(buildRing({ ...cfg, members: [...cfg.members, { id: extra, status: 'active' }] }));
+        const after = lists(buildRing({ ...cfg, members: [...cfg.members, { id: extra, status: 'active', placement: 'owner' }] }));
         expectOnlyInsertion(before, after, extra);
       }),
       { numRuns: 60 },
     );
+  });
+});
+
+describe('moves (incoming and outgoing members)', () => {
+  const base = defaults(members(ids(4)));
+  const withPlacement = (id: NodeId, placement: RingMember['placement'], list = base.members): RingConfig => ({
+    ...base,
+    members: list.map((m) => (m.id === id ? { ...m, placement } : m)),
+  });
+
+  it('an incoming member owns nothing yet and learns exactly what it will own', () => {
+    const n5 = nodeId('n5');
+    const incoming = buildRing({ ...base, members: [...base.members, { id: n5, status: 'joining', placement: 'incoming' }] });
+    const now = buildRing(base);
+    const after = buildRing({ ...base, members: [...base.members, { id: n5, status: 'active', placement: 'owner' }] });
+    let learning = 0;
+    for (const p of allPartitions(now)) {
+      expect(incoming.preference(p)).toEqual(now.preference(p)); // owners keep serving
+      expect(incoming.primaryOf(p)).toBe(now.primaryOf(p));
+      const expected = after.preference(p).includes(n5) ? [n5] : [];
+      expect(incoming.learners(p)).toEqual(expected);
+      learning += expected.length;
+    }
+    expect(learning).toBeGreaterThan(0);
+    expect(incoming.checksum).not.toBe(now.checksum); // learners are part of the table
+  });
+
+  it('an outgoing member keeps owning until it is removed; its successors learn', () => {
+    const gone = nodeId('n2');
+    const outgoing = buildRing(withPlacement(gone, 'outgoing'));
+    const now = buildRing(base);
+    const after = buildRing({ ...base, members: base.members.filter((m) => m.id !== gone) });
+    for (const p of allPartitions(now)) {
+      expect(outgoing.preference(p)).toEqual(now.preference(p));
+      expect(outgoing.learners(p)).toEqual(after.preference(p).filter((id) => !now.preference(p).includes(id)));
+      expect(outgoing.learners(p)).not.toContain(gone);
+      // Every member that will own p either owns it now or is learning it.
+      for (const id of after.preference(p)) expect([...outgoing.preference(p), ...outgoing.learners(p)]).toContain(id);
+    }
+  });
+
+  it('has no learners when nothing moves', () => {
+    const ring = buildRing(base);
+    for (const p of allPartitions(ring)) expect(ring.learners(p)).toEqual([]);
   });
 });
