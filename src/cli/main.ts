@@ -24,7 +24,8 @@ Usage:
   ringkv placement KEY            where KEY lives: partition, primary, replicas
   ringkv cluster status [--watch] members, status, heartbeat age, epoch, leader (--watch: live)
   ringkv cluster add --id ID --peer URL --client URL
-  ringkv cluster remove ID
+  ringkv cluster remove ID         decommission ID (its partitions move first), or cancel its add
+  ringkv repair                   anti-entropy now: every primary compares its partitions with its replicas
   ringkv bench [options]          load generator (see ringkv bench --help)
 
 Client options:
@@ -66,6 +67,7 @@ async function main(argv: string[]): Promise<number> {
     case 'list':
     case 'placement':
     case 'cluster':
+    case 'repair':
       return clientCommand(cmd, rest);
     default:
       throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
@@ -135,6 +137,24 @@ async function clientCommand(cmd: string, args: string[]): Promise<number> {
       print(json ? p : `partition ${p.partition}  primary ${p.primary ?? '(none)'}  replicas ${p.replicas.join(',') || '(none)'}  epoch ${p.epoch}`);
       return EXIT.ok;
     }
+    case 'repair': {
+      // Every active member runs a pass on the partitions it leads; report each and the total.
+      const r = await call(endpoints, 'GET', '/v1/cluster', { headers: auth, timeoutMs });
+      if (r.status >= 300) return failed(r, json);
+      const view = JSON.parse(r.body.toString('utf8')) as { members: { id: string; clientUrl: string; status: string }[] };
+      const results: { node: string; partitions: number; compared: number; repaired: number; complete: boolean }[] = [];
+      for (const m of view.members.filter((x) => x.status === 'active')) {
+        const one = await call([m.clientUrl], 'POST', '/v1/cluster/repair', { headers: auth, timeoutMs: Math.max(timeoutMs ?? 0, 130_000) });
+        if (one.status >= 300) return failed(one, json);
+        const res = JSON.parse(one.body.toString('utf8')) as (typeof results)[number];
+        results.push(res);
+        if (!json) print(`${res.node}: ${res.compared}/${res.partitions} partitions compared with their replicas, ${res.repaired} records repaired${res.complete ? '' : ' (timed out)'}`);
+      }
+      const repaired = results.reduce((a, x) => a + x.repaired, 0);
+      const complete = results.every((x) => x.complete);
+      print(json ? { members: results, repaired, complete } : `total: ${repaired} records repaired${complete ? '' : '; some passes did not finish'}`);
+      return complete ? EXIT.ok : EXIT.failed;
+    }
     case 'cluster': {
       const [sub, ...more] = positionals;
       if (sub === 'status') {
@@ -155,7 +175,7 @@ async function clientCommand(cmd: string, args: string[]): Promise<number> {
         const r = await call(endpoints, 'DELETE', `/v1/cluster/members/${encodeKey(more[0]!)}`, { headers: auth, timeoutMs });
         if (r.status >= 300) return failed(r, json);
         const out = JSON.parse(r.body.toString('utf8')) as { epoch: number };
-        print(json ? out : `removed ${more[0]} in epoch ${out.epoch}`);
+        print(json ? out : `${more[0]}: removal started in epoch ${out.epoch}; an owner's partitions move to the other members first (watch: ringkv cluster status)`);
         return EXIT.ok;
       }
       throw new UsageError('cluster takes: status | add | remove');

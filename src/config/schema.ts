@@ -75,6 +75,7 @@ export const configSchema = z
         suspectAfterMs: z.number().int().min(50).max(600_000).default(1000), // silence before a peer is suspected
         leaseMs: z.number().int().min(20).max(600_000).default(800), // primary lease; heartbeatMs < leaseMs < suspectAfterMs
         requestTimeoutMs: z.number().int().min(50).max(600_000).default(5000), // forwarded and admin requests give up after this
+        antiEntropyIntervalMs: z.number().int().min(0).max(7 * 24 * 3600_000).default(600_000), // each primary compares its partitions with its replicas this often; 0 = only on `ringkv repair`
       })
       .prefault({}),
     storage: z

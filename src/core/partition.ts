@@ -198,6 +198,19 @@ export interface PrimaryState {
   readonly writes: PendingWrite[];
   readonly reads: PendingRead[];
   confirmed: NodeId[];
+  /** Anti-entropy: the range being compared with one follower, and the followers still to compare. */
+  ae: AeRound | null;
+  aeQueue: NodeId[];
+}
+
+/** One anti-entropy exchange with one follower over the key range (after, upTo]. */
+export interface AeRound {
+  readonly follower: NodeId;
+  readonly round: number;
+  after: string | null;
+  upTo: string | null;
+  phase: 'digest' | 'push';
+  sentTick: number;
 }
 
 export interface FollowerState {

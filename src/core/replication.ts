@@ -37,6 +37,7 @@ import {
   type Ready,
 } from './node.js';
 import type { ConfigChange } from './membership.js';
+import { antiEntropyLimits, digestOf, digestsEqual, nextRange, rangeRecords } from './anti-entropy.js';
 import {
   comparePositions,
   conflictWinner,
@@ -46,6 +47,7 @@ import {
   historyUpTo,
   judgeIncoming,
   onHistory,
+  type AeRound,
   type Entry,
   type FollowerProgress,
   type HistoryEntry,
@@ -126,6 +128,8 @@ export interface RepOptions {
    * new primary's takeover pull is never throttled: writes wait for it.
    */
   readonly copyBytesPerTick?: number;
+  /** Every this many ticks each primary compares its partitions with its followers (default: never; see requestRepair). */
+  readonly antiEntropyIntervalTicks?: number;
 }
 
 /** A node's catch-up progress, carried in its heartbeats (GET /v1/cluster shows it). */
@@ -220,7 +224,41 @@ export interface RepConfirmMsg extends PartBase {
   readonly type: 'rep-confirm';
 }
 
+/** Anti-entropy, primary -> follower: the digest of your records with keys in (after, upTo]. */
+export interface RepAeReqMsg extends PartBase {
+  readonly type: 'rep-ae-req';
+  readonly round: number;
+  readonly after: string | null;
+  readonly upTo: string | null;
+}
+export interface RepAeDigestMsg extends PartBase {
+  readonly type: 'rep-ae-digest';
+  readonly round: number;
+  readonly count: number;
+  readonly sum: number;
+  readonly overflow: boolean;
+}
+/** The digests differ: the primary's records of the range (apply what descends from yours). */
+export interface RepAePushMsg extends PartBase {
+  readonly type: 'rep-ae-push';
+  readonly round: number;
+  readonly after: string | null;
+  readonly upTo: string | null;
+  readonly records: readonly (readonly [string, KvRecord])[];
+}
+/** The follower's records of the range that the push lacked, or that are newer or concurrent. */
+export interface RepAeBackMsg extends PartBase {
+  readonly type: 'rep-ae-back';
+  readonly round: number;
+  readonly repaired: number;
+  readonly records: readonly (readonly [string, KvRecord])[];
+}
+
 export type RepMessage =
+  | RepAeReqMsg
+  | RepAeDigestMsg
+  | RepAePushMsg
+  | RepAeBackMsg
   | RepHeartbeatMsg
   | RepLeaseMsg
   | RepSyncMsg
@@ -276,6 +314,10 @@ export type RepEvent =
   | { readonly type: 'copy'; readonly partition: PartitionId; readonly mode: 'delta' | 'full'; readonly role: 'primary' | 'follower' }
   | { readonly type: 'caught-up'; readonly partition: PartitionId; readonly epoch: Epoch }
   | { readonly type: 'confirmed'; readonly partition: PartitionId; readonly learner: NodeId; readonly epoch: Epoch }
+  /** Anti-entropy repaired `count` records of the partition on `where` (compared with `peer`). */
+  | { readonly type: 'repaired'; readonly partition: PartitionId; readonly peer: NodeId; readonly where: 'follower' | 'primary'; readonly count: number }
+  /** Anti-entropy compared the partition with every in-sync follower. */
+  | { readonly type: 'ae-done'; readonly partition: PartitionId }
   /** This node no longer owns the partition in `epoch`: its copy was deleted (rule 6). */
   | { readonly type: 'dropped'; readonly partition: PartitionId; readonly epoch: Epoch }
   /** The lease `peer` granted us ran out without a renewal (the peer is dead, paused or cut off). */
@@ -336,6 +378,9 @@ export interface Replication {
   readonly copied: { keys: number; bytes: number };
   /** Each peer's catch-up progress from its last heartbeat. */
   readonly peerProgress: Map<NodeId, LearnProgress>;
+  readonly aeIntervalTicks: number;
+  nextAeTick: number;
+  aeRounds: number;
 }
 
 export function createReplication(opts: RepOptions, metas: ReadonlyMap<number, PartitionMeta>, store: StoreView): Replication {
@@ -368,6 +413,9 @@ export function createReplication(opts: RepOptions, metas: ReadonlyMap<number, P
     copyBytesPerTick: opts.copyBytesPerTick ?? Infinity,
     copied: { keys: 0, bytes: 0 },
     peerProgress: new Map(),
+    aeIntervalTicks: opts.antiEntropyIntervalTicks ?? Infinity,
+    nextAeTick: opts.antiEntropyIntervalTicks ?? Infinity,
+    aeRounds: 0,
   };
   restoredMetas.set(rep, metas);
   return rep;
@@ -494,6 +542,10 @@ export function tick(rep: Replication): RepReady {
   rep.copyBudget = Math.min(burst, rep.copyBudget + rep.copyBytesPerTick);
   // A grant is valid while now < until: it lapses on exactly one tick.
   for (const [peer, until] of rep.leaseUntil) if (until === rep.now) out.events.push({ type: 'lease-expired', peer });
+  if (rep.now >= rep.nextAeTick) {
+    startRepair(rep, out);
+    rep.nextAeTick = rep.now + rep.aeIntervalTicks;
+  }
   if (rep.now >= rep.nextHeartbeatTick) {
     sendHeartbeats(rep, out);
     rep.nextHeartbeatTick = rep.now + rep.timing.heartbeatTicks;
@@ -692,6 +744,8 @@ function startTakeover(rep: Replication, out: RepReady, ps: PartitionState): voi
     writes: [],
     reads: [],
     confirmed: confirmed.filter((l) => isLearner(rep, ps.id, l)),
+    ae: null,
+    aeQueue: [],
   };
   for (const f of followers.values()) sendSync(rep, out, ps, f);
   advanceTakeover(rep, out, ps);
@@ -962,6 +1016,7 @@ function onPrimaryTick(rep: Replication, out: RepReady, ps: PartitionState, pr: 
     sendAppends(rep, out, ps, f);
   }
   if (pr.phase === 'pull' && pr.pull !== null && rep.now - pr.pull.lastReqTick >= t.retransmitTicks) sendPullReq(rep, out, ps);
+  if (pr.phase === 'serving') driveAntiEntropy(rep, out, ps, pr);
   // Deadlines: the outcome of a timed-out write is unknown (it may still commit).
   for (let i = 0; i < pr.writes.length; ) {
     const w = pr.writes[i]!;
@@ -1001,6 +1056,14 @@ function handlePartitionMsg(rep: Replication, out: RepReady, ps: PartitionState,
       return onAck(rep, out, ps, msg);
     case 'rep-confirm':
       return onConfirm(rep, out, ps, msg);
+    case 'rep-ae-req':
+      return onAeReq(rep, out, ps, msg);
+    case 'rep-ae-digest':
+      return onAeDigest(rep, out, ps, msg);
+    case 'rep-ae-push':
+      return onAePush(rep, out, ps, msg);
+    case 'rep-ae-back':
+      return onAeBack(rep, out, ps, msg);
   }
 }
 
@@ -1278,16 +1341,161 @@ export function moveProgress(rep: Replication): Map<NodeId, LearnProgress | null
 }
 
 /** Rule 7 for replication and catch-up: apply only if the incoming version descends from ours. */
-function applyIncoming(rep: Replication, out: RepReady, ps: PartitionState, key: string, record: KvRecord): void {
+/** Returns whether the record was written. */
+function applyIncoming(rep: Replication, out: RepReady, ps: PartitionState, key: string, record: KvRecord): boolean {
   const stored = rep.store.get(ps.id, key);
   const verdict = judgeIncoming(stored, record);
-  if (verdict === 'skip') return;
+  if (verdict === 'skip') return false;
   if (verdict === 'conflict') {
     rep.conflicts += 1;
     out.events.push({ type: 'version-conflict', partition: ps.id, key });
-    if (stored !== undefined && conflictWinner(stored, record) === stored) return;
+    if (stored !== undefined && conflictWinner(stored, record) === stored) return false;
   }
   out.persist.push({ kind: 'record', partition: ps.id, key, record });
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------
+// Anti-entropy (anti-entropy.ts): the primary compares ranges with each in-sync follower
+
+/**
+ * Starts a comparison pass on every partition this node serves as primary, with every
+ * caught-up follower (a pass already running continues). Each partition reports
+ * `ae-done` when it has compared all its followers; `partitions` says how many take part.
+ */
+export function requestRepair(rep: Replication): { ready: RepReady; partitions: PartitionId[] } {
+  const out = newReady();
+  const partitions = startRepair(rep, out);
+  return { ready: finish(rep, out), partitions };
+}
+
+function startRepair(rep: Replication, out: RepReady): PartitionId[] {
+  const started: PartitionId[] = [];
+  for (const ps of rep.partitions) {
+    const pr = ps.primary;
+    if (pr === null || pr.phase !== 'serving') continue;
+    started.push(ps.id);
+    for (const f of pr.followers.values()) {
+      if (f.streaming && f.caughtUp && !pr.aeQueue.includes(f.id) && pr.ae?.follower !== f.id) pr.aeQueue.push(f.id);
+    }
+    if (pr.ae === null && pr.aeQueue.length === 0) out.events.push({ type: 'ae-done', partition: ps.id });
+    else if (pr.ae === null) driveAntiEntropy(rep, out, ps, pr);
+  }
+  return started;
+}
+
+function driveAntiEntropy(rep: Replication, out: RepReady, ps: PartitionState, pr: PrimaryState): void {
+  const ae = pr.ae;
+  if (ae !== null) {
+    const f = pr.followers.get(ae.follower);
+    if (f !== undefined && f.caughtUp) {
+      if (rep.now - ae.sentTick >= 4 * rep.timing.retransmitTicks) sendAe(rep, out, ps, pr, ae); // lost: ask again (idempotent)
+      return;
+    }
+    pr.ae = null; // the follower left or is catching up again: catch-up covers it
+    if (pr.aeQueue.length === 0) out.events.push({ type: 'ae-done', partition: ps.id });
+  }
+  while (pr.aeQueue.length > 0) {
+    const next = pr.aeQueue.shift()!;
+    const f = pr.followers.get(next);
+    if (f === undefined || !f.caughtUp) {
+      if (pr.aeQueue.length === 0) out.events.push({ type: 'ae-done', partition: ps.id });
+      continue;
+    }
+    const range = nextRange(rep.store, ps.id, null);
+    pr.ae = { follower: next, round: ++rep.aeRounds, after: range.after, upTo: range.upTo, phase: 'digest', sentTick: rep.now };
+    sendAe(rep, out, ps, pr, pr.ae);
+    return;
+  }
+}
+
+function sendAe(rep: Replication, out: RepReady, ps: PartitionState, pr: PrimaryState, ae: AeRound): void {
+  const f = pr.followers.get(ae.follower)!;
+  ae.sentTick = rep.now;
+  if (ae.phase === 'digest') {
+    send(rep, out, ae.follower, { type: 'rep-ae-req', partition: ps.id, session: f.session, round: ae.round, after: ae.after, upTo: ae.upTo });
+    return;
+  }
+  const mine = boundedRecords(rangeRecords(rep.store, ps.id, ae.after, ae.upTo, antiEntropyLimits.aeScanMax).records);
+  if (mine.truncatedAt !== null) ae.upTo = mine.truncatedAt; // bounded in bytes: the rest is the next range
+  send(rep, out, ae.follower, { type: 'rep-ae-push', partition: ps.id, session: f.session, round: ae.round, after: ae.after, upTo: ae.upTo, records: mine.records });
+}
+
+/** At most copyChunkBytesMax of values (at least one record); where it cut, if it did. */
+function boundedRecords(records: readonly { key: string; record: KvRecord }[]): { records: (readonly [string, KvRecord])[]; truncatedAt: string | null } {
+  const out: (readonly [string, KvRecord])[] = [];
+  let bytes = 0;
+  for (const r of records) {
+    if (out.length > 0 && bytes + recordBytes(r.record) > replicationLimits.copyChunkBytesMax) return { records: out, truncatedAt: out[out.length - 1]![0] };
+    out.push([r.key, r.record]);
+    bytes += recordBytes(r.record);
+  }
+  return { records: out, truncatedAt: null };
+}
+
+function onAeReq(rep: Replication, out: RepReady, ps: PartitionState, msg: RepAeReqMsg): void {
+  const fs = ps.follower;
+  if (fs === null || fs.session !== msg.session || fs.primary !== msg.from || fs.copy !== null) return;
+  const r = rangeRecords(rep.store, ps.id, msg.after, msg.upTo, antiEntropyLimits.aeScanMax);
+  const d = digestOf(r.records, r.overflow);
+  send(rep, out, msg.from, { type: 'rep-ae-digest', partition: ps.id, session: msg.session, round: msg.round, count: d.count, sum: d.sum, overflow: d.overflow });
+}
+
+function onAeDigest(rep: Replication, out: RepReady, ps: PartitionState, msg: RepAeDigestMsg): void {
+  const pr = ps.primary;
+  const ae = pr?.ae ?? null;
+  if (pr === null || ae === null || ae.follower !== msg.from || ae.round !== msg.round || ae.phase !== 'digest') return;
+  const mine = rangeRecords(rep.store, ps.id, ae.after, ae.upTo, antiEntropyLimits.aeScanMax);
+  if (digestsEqual(digestOf(mine.records, mine.overflow), { count: msg.count, sum: msg.sum, overflow: msg.overflow })) return advanceAe(rep, out, ps, pr, ae);
+  ae.phase = 'push';
+  sendAe(rep, out, ps, pr, ae);
+}
+
+function onAePush(rep: Replication, out: RepReady, ps: PartitionState, msg: RepAePushMsg): void {
+  const fs = ps.follower;
+  if (fs === null || fs.session !== msg.session || fs.primary !== msg.from || fs.copy !== null || !Array.isArray(msg.records)) return;
+  const pushed = new Map<string, KvRecord>();
+  let repaired = 0;
+  for (const [key, record] of msg.records) {
+    pushed.set(key, record);
+    if (applyIncoming(rep, out, ps, key, record)) repaired++;
+  }
+  // Ours that the primary lacks, or that are newer or concurrent (read before this push's writes).
+  const back: { key: string; record: KvRecord }[] = [];
+  for (const r of rangeRecords(rep.store, ps.id, msg.after, msg.upTo, antiEntropyLimits.aeScanMax).records) {
+    const theirs = pushed.get(r.key);
+    if (theirs === undefined || judgeIncoming(theirs, r.record) !== 'skip') back.push(r);
+  }
+  send(rep, out, msg.from, { type: 'rep-ae-back', partition: ps.id, session: msg.session, round: msg.round, repaired, records: boundedRecords(back).records });
+}
+
+function onAeBack(rep: Replication, out: RepReady, ps: PartitionState, msg: RepAeBackMsg): void {
+  const pr = ps.primary;
+  const ae = pr?.ae ?? null;
+  if (pr === null || ae === null || ae.follower !== msg.from || ae.round !== msg.round || ae.phase !== 'push' || !Array.isArray(msg.records)) return;
+  let repaired = 0;
+  for (const [key, record] of msg.records) if (applyIncoming(rep, out, ps, key, record)) repaired++;
+  // The primary reports both sides (the follower only answers), so each repair is counted once.
+  if (Number.isSafeInteger(msg.repaired) && msg.repaired > 0) out.events.push({ type: 'repaired', partition: ps.id, peer: msg.from, where: 'follower', count: msg.repaired });
+  if (repaired > 0) out.events.push({ type: 'repaired', partition: ps.id, peer: msg.from, where: 'primary', count: repaired });
+  advanceAe(rep, out, ps, pr, ae);
+}
+
+function advanceAe(rep: Replication, out: RepReady, ps: PartitionState, pr: PrimaryState, ae: AeRound): void {
+  if (ae.upTo === null) {
+    pr.ae = null;
+    return finishAeFollower(rep, out, ps, pr);
+  }
+  const range = nextRange(rep.store, ps.id, ae.upTo);
+  ae.after = range.after;
+  ae.upTo = range.upTo;
+  ae.phase = 'digest';
+  sendAe(rep, out, ps, pr, ae);
+}
+
+function finishAeFollower(rep: Replication, out: RepReady, ps: PartitionState, pr: PrimaryState): void {
+  if (pr.aeQueue.length === 0) out.events.push({ type: 'ae-done', partition: ps.id });
+  else driveAntiEntropy(rep, out, ps, pr);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1554,6 +1762,11 @@ export function submitKv(node: KvNode, requestId: string, op: ClientOp): KvReady
 
 export function proposeKv(node: KvNode, change: ConfigChange, requestId: string): KvReady {
   return follow(node, proposeMembership(node.membership, change, requestId), null);
+}
+
+export function repairKv(node: KvNode): { ready: KvReady; partitions: PartitionId[] } {
+  const r = requestRepair(node.rep);
+  return { ready: { membership: emptyMembershipReady(), rep: r.ready }, partitions: r.partitions };
 }
 
 export function isRepMessage(msg: Message | RepMessage): msg is RepMessage {

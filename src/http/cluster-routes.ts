@@ -22,7 +22,11 @@ export interface ClusterDriver {
   heartbeatAgeMs(id: NodeId): number | null;
   propose(change: ConfigChange): Promise<AdminResult>;
   moveProgress(): Map<NodeId, LearnProgress | null>;
+  repair(timeoutMs: number): Promise<{ partitions: number; done: number; repaired: number }>;
 }
+
+/** POST /v1/cluster/repair answers by then even if some partition has not finished its pass. */
+const REPAIR_TIMEOUT_MS = 120_000;
 
 export interface ClusterRoutesOptions {
   readonly config: Config;
@@ -85,6 +89,12 @@ export async function clusterRoutes(app: FastifyInstance, opts: ClusterRoutesOpt
     const m = parsed.data;
     const change: ConfigChange = { kind: 'add', member: { id: m.id as NodeId, peerUrl: m.peer, clientUrl: m.client } };
     return answer(await driver.propose(change), reply);
+  });
+
+  // Anti-entropy now, on the partitions this node leads (`ringkv repair` asks every member).
+  app.post('/v1/cluster/repair', async () => {
+    const r = await driver.repair(REPAIR_TIMEOUT_MS);
+    return { node: opts.self, partitions: r.partitions, compared: r.done, repaired: r.repaired, complete: r.done === r.partitions };
   });
 
   // Removing an owner is a decommission: its partitions move to the other members first,

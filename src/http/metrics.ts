@@ -11,6 +11,8 @@ export class Metrics {
   readonly takeovers: Counter;
   readonly failoverSeconds: Histogram;
   readonly leaseExpiries: Counter<'peer'>;
+  readonly repairs: Counter<'where'>;
+  readonly antiEntropyPasses: Counter;
 
   /** Set by the runtime once replication runs: partitions this node leads, serving, and their copies. */
   replication: (() => { primaries: number; serving: number; inSyncMin: number; lag: ReadonlyMap<number, number> }) | null = null;
@@ -67,6 +69,17 @@ export class Metrics {
       name: 'ringkv_lease_expiries_total',
       help: 'Leases granted to this node by a peer that ran out without renewal (the peer is dead, paused or cut off), by peer.',
       labelNames: ['peer'],
+      registers: [this.registry],
+    });
+    this.repairs = new Counter({
+      name: 'ringkv_repairs_total',
+      help: 'Records anti-entropy rewrote on a follower or on this primary (by where), in partitions this node leads.',
+      labelNames: ['where'],
+      registers: [this.registry],
+    });
+    this.antiEntropyPasses = new Counter({
+      name: 'ringkv_anti_entropy_passes_total',
+      help: 'Anti-entropy passes finished (one per partition this node leads, all of its in-sync followers compared).',
       registers: [this.registry],
     });
     const rview = () => this.replication?.();

@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import type { RepMessage } from '../core/replication.js';
 import { replicationLimits } from '../core/replication.js';
+import { antiEntropyLimits } from '../core/anti-entropy.js';
 import { NODE_ID_PATTERN, type Epoch, type NodeId, type PartitionId, type Seq } from '../core/types.js';
 import type { VectorClock } from '../core/vector-clock.js';
 
@@ -82,6 +83,17 @@ export const repMessageSchema = z.discriminatedUnion('type', [
   }),
   z.strictObject({ ...part, type: z.literal('rep-ack'), acked: seq, caughtUp: z.boolean(), resync: z.boolean() }),
   z.strictObject({ ...part, type: z.literal('rep-confirm') }),
+  z.strictObject({ ...part, type: z.literal('rep-ae-req'), round: count, after: key.nullable(), upTo: key.nullable() }),
+  z.strictObject({ ...part, type: z.literal('rep-ae-digest'), round: count, count, sum: u32, overflow: z.boolean() }),
+  z.strictObject({
+    ...part,
+    type: z.literal('rep-ae-push'),
+    round: count,
+    after: key.nullable(),
+    upTo: key.nullable(),
+    records: z.array(z.tuple([key, record])).max(antiEntropyLimits.aeScanMax),
+  }),
+  z.strictObject({ ...part, type: z.literal('rep-ae-back'), round: count, repaired: count, records: z.array(z.tuple([key, record])).max(antiEntropyLimits.aeScanMax) }),
 ]);
 
 export type ParsedRepMessage = { ok: true; msg: RepMessage } | { ok: false; error: string };
@@ -112,6 +124,6 @@ function encodeRecord(r: { value: Uint8Array | null; clock: VectorClock; epoch: 
 /** The JSON-safe form of a replication message (values as base64). */
 export function encodeRepMessage(msg: RepMessage): unknown {
   if (msg.type === 'rep-append') return { ...msg, entries: msg.entries.map((e) => ({ seq: e.seq, key: e.key, record: encodeRecord(e.record) })) };
-  if (msg.type === 'rep-copy-chunk') return { ...msg, records: msg.records.map(([k, r]) => [k, encodeRecord(r)]) };
+  if (msg.type === 'rep-copy-chunk' || msg.type === 'rep-ae-push' || msg.type === 'rep-ae-back') return { ...msg, records: msg.records.map(([k, r]) => [k, encodeRecord(r)]) };
   return msg;
 }

@@ -25,6 +25,7 @@ import {
   createKvNode,
   moveProgress,
   proposeKv,
+  repairKv,
   replicationLag,
   stepKv,
   submitKv,
@@ -49,6 +50,8 @@ export interface KvDriverOptions extends DriverOptions {
   readonly leaseMs: number;
   /** Throttle of catch-up copies into this node (value bytes per second). */
   readonly transferBytesPerSecond: number;
+  /** Period of the background anti-entropy pass; 0 = only on request (repair()). */
+  readonly antiEntropyIntervalMs: number;
   /** Called for every replication event (metrics); see RepEventInfo. */
   readonly onRepEvent?: (e: RepEvent, info: RepEventInfo) => void;
 }
@@ -109,6 +112,7 @@ export class KvDriver extends EventEmitter {
         replication: {
           seed: (seed ^ 0x5bd1e995) >>> 0,
           copyBytesPerTick: (opts.transferBytesPerSecond * this.tickMs) / 1000,
+          antiEntropyIntervalTicks: opts.antiEntropyIntervalMs === 0 ? undefined : Math.ceil(opts.antiEntropyIntervalMs / this.tickMs),
           timing: { heartbeatTicks, leaseTicks, suspectTicks, retransmitTicks: heartbeatTicks, writeTimeoutTicks: Math.max(leaseTicks + 1, Math.ceil(2000 / this.tickMs)) },
         },
       },
@@ -193,6 +197,40 @@ export class KvDriver extends EventEmitter {
   /** May this node acknowledge writes and serve strong reads for partition p right now? */
   canServe(p: number): boolean {
     return canServe(this.node.rep, p);
+  }
+
+  /**
+   * Anti-entropy now (`ringkv repair`): compares every partition this node serves as
+   * primary with each in-sync follower and repairs differences. Resolves when every one
+   * of them finished its pass, or at the timeout (`done` < `partitions`).
+   */
+  repair(timeoutMs: number): Promise<{ partitions: number; done: number; repaired: number }> {
+    if (this.stopped || !this.started) return Promise.resolve({ partitions: 0, done: 0, repaired: 0 });
+    this.catchUpTicks();
+    return new Promise((resolve) => {
+      const waiting = new Set<number>();
+      let total = 0;
+      let repaired = 0;
+      const onDone = (p: number) => {
+        waiting.delete(p);
+        if (waiting.size === 0) finish();
+      };
+      const onRepaired = (n: number) => (repaired += n);
+      const timer = setTimeout(() => finish(), timeoutMs);
+      const finish = () => {
+        clearTimeout(timer);
+        this.off('ae-done', onDone);
+        this.off('repaired', onRepaired);
+        resolve({ partitions: total, done: total - waiting.size, repaired });
+      };
+      const { ready, partitions } = repairKv(this.node);
+      total = partitions.length;
+      for (const p of partitions) waiting.add(p);
+      this.on('ae-done', onDone);
+      this.on('repaired', onRepaired);
+      this.apply(ready);
+      if (waiting.size === 0) finish();
+    });
   }
 
   /** The move in progress: each future owner's catch-up progress (null: not heard yet). */
@@ -318,6 +356,13 @@ export class KvDriver extends EventEmitter {
           log.debug({ partition: e.partition, epoch: e.epoch, failover, failoverMs }, 'serving partition');
           break;
         }
+        case 'ae-done':
+          this.emit('ae-done', e.partition);
+          break;
+        case 'repaired':
+          log.warn({ partition: e.partition, peer: e.peer, where: e.where, count: e.count }, 'anti-entropy repaired records');
+          this.emit('repaired', e.count);
+          break;
         case 'lease-expired':
           if (this.logOnce.first(`lease-${e.peer}-${this.config().epoch}`)) log.info({ peer: e.peer }, 'lease from peer expired');
           break;

@@ -94,12 +94,15 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     suspectAfterMs: config.timing.suspectAfterMs,
     leaseMs: config.timing.leaseMs,
     transferBytesPerSecond: config.limits.transferBytesPerSecond,
+    antiEntropyIntervalMs: config.timing.antiEntropyIntervalMs,
     store,
     transport,
     logger,
     onRepEvent: (e, info) => {
       if (e.type === 'version-conflict') metrics.versionConflicts.inc();
       else if (e.type === 'lease-expired') metrics.leaseExpiries.inc({ peer: e.peer });
+      else if (e.type === 'repaired') metrics.repairs.inc({ where: e.where }, e.count);
+      else if (e.type === 'ae-done') metrics.antiEntropyPasses.inc();
       else if (e.type === 'serving') {
         metrics.takeovers.inc();
         if (info.failover) metrics.failovers.inc();

@@ -9,6 +9,7 @@ import {
   canServe,
   createReplication,
   isCaughtUp,
+  requestRepair,
   setConfig,
   step,
   submit,
@@ -249,5 +250,62 @@ describe('replication: pure rules', () => {
     expect(judgeIncoming(rec(a), rec(b))).toBe('apply');
     expect(judgeIncoming(rec(b), rec(a))).toBe('skip');
     expect(judgeIncoming(rec(b), rec(c))).toBe('conflict');
+  });
+});
+
+describe('anti-entropy', () => {
+  // Damage replicas' stores behind the core's back, then compare and repair.
+  it('repairs a lost record, a stale version and a missing tombstone on replicas, and counts each repair once', () => {
+    const h = new Harness();
+    h.ticks(20);
+    const keys = Array.from({ length: 1200 }, (_, i) => `k${i}`); // > aeChunkMax per partition: several ranges
+    for (const k of keys) expect(text(h.client(h.primaryOf(k), { type: 'put', key: k, value: bytes(`v-${k}`) }))).toBe('ok created');
+    const before = new Map<string, KvRecord | undefined>();
+    for (const k of keys) before.set(k, h.data.get(ids[0]!)!.get(`${partitionOf(k, 4)}/${k}`));
+    for (const k of keys.slice(0, 3)) expect(text(h.client(h.primaryOf(k), { type: 'put', key: k, value: bytes(`w-${k}`) }))).toBe('ok replaced');
+    expect(text(h.client(h.primaryOf('k3'), { type: 'delete', key: 'k3' }))).toBe('ok replaced');
+    const copies = (k: string) => ids.map((id) => h.data.get(id)!.get(`${partitionOf(k, 4)}/${k}`));
+    // On one replica of each: k0 lost, k1 back to its old version; k3's tombstone lost (the value is back).
+    const victim = (k: string) => ids.find((id) => id !== h.primaryOf(k))!;
+    h.data.get(victim('k0'))!.delete(`${partitionOf('k0', 4)}/k0`);
+    h.data.get(victim('k1'))!.set(`${partitionOf('k1', 4)}/k1`, before.get('k1')!);
+    h.data.get(victim('k3'))!.set(`${partitionOf('k3', 4)}/k3`, before.get('k3')!);
+    // A key only a replica holds (a record the primary lost): it comes back to the primary.
+    const lostOnPrimary = 'k7';
+    h.data.get(h.primaryOf(lostOnPrimary))!.delete(`${partitionOf(lostOnPrimary, 4)}/${lostOnPrimary}`);
+
+    const events: { type: string; count?: number; where?: string }[] = [];
+    const done = new Set<number>();
+    for (const id of ids) {
+      const r = requestRepair(h.reps.get(id)!);
+      h.apply(id, r.ready);
+      for (const e of r.ready.events) if (e.type === 'ae-done') done.add(e.partition);
+    }
+    for (let i = 0; i < 20 && done.size < 4; i++) {
+      for (const id of ids) {
+        const r = tick(h.reps.get(id)!);
+        h.apply(id, r);
+        events.push(...r.events);
+        for (const e of r.events) if (e.type === 'ae-done') done.add(e.partition);
+      }
+      // Deliver one message at a time so that events are visible.
+      for (let j = 0; j < 10_000 && h.wire.length > 0; j++) {
+        const env = h.wire.shift()!;
+        const r = step(h.reps.get(env.to)!, env.msg);
+        h.apply(env.to, r);
+        events.push(...r.events);
+        for (const e of r.events) if (e.type === 'ae-done') done.add(e.partition);
+      }
+    }
+    expect(done.size).toBe(4); // every partition compared with every follower
+    for (const k of keys) {
+      const c = copies(k);
+      expect(c.every((x) => x !== undefined && JSON.stringify(x) === JSON.stringify(c[0]))).toBe(true);
+    }
+    expect(copies('k3')[0]!.value).toBeNull(); // the delete was not undone
+    const repaired = events.filter((e) => e.type === 'repaired').reduce((a, e) => a + (e.count ?? 0), 0);
+    expect(repaired).toBe(4); // k0, k1, k3 on replicas and k7 on its primary
+    expect(events.some((e) => e.type === 'repaired' && e.where === 'primary')).toBe(true);
+    expect(events.filter((e) => e.type === 'version-conflict')).toEqual([]);
   });
 });
