@@ -14,6 +14,19 @@ interface MemberView {
   status: string;
   heartbeatAgeMs: number | null;
   primaryPartitions: number;
+  placement?: 'owner' | 'incoming' | 'outgoing';
+}
+
+/** GET /v1/cluster `move`: the data movement in progress (docs/rebalancing.md). */
+interface MoveView {
+  member: string;
+  kind: 'add' | 'decommission';
+  partitionsMoving: number;
+  partitionCopies: number;
+  partitionCopiesConfirmed: number;
+  keysCopied: number;
+  bytesCopied: number;
+  etaSeconds: number | null;
 }
 
 interface ClusterView {
@@ -26,6 +39,7 @@ interface ClusterView {
   partitionCount: number;
   ringChecksum: string;
   members: MemberView[];
+  move?: MoveView | null;
 }
 
 interface Rates {
@@ -39,8 +53,25 @@ export async function clusterStatus(endpoints: string[], auth: Record<string, st
   if (r.status >= 300) return failed(r, json);
   const v = JSON.parse(r.body.toString('utf8')) as ClusterView;
   if (json) print(v);
-  else for (const line of table(v, r.endpoint, false)) print(line);
+  else for (const line of [...table(v, r.endpoint, false), ...moveLines(v.move ?? null, process.stdout.isTTY === true)]) print(line);
   return EXIT.ok;
+}
+
+/** The move in progress: what, how far, and (on a terminal) a progress bar. */
+export function moveLines(m: MoveView | null, tty: boolean): string[] {
+  if (m === null) return [];
+  const what = m.kind === 'add' ? `adding ${m.member}` : `decommissioning ${m.member}`;
+  const mib = (m.bytesCopied / 1024 ** 2).toFixed(1);
+  const eta = m.etaSeconds === null ? '' : `, about ${m.etaSeconds} s left`;
+  const lines = [
+    `moving: ${what}: ${m.partitionsMoving} partitions change owners; ${m.partitionCopiesConfirmed}/${m.partitionCopies} new copies confirmed, ${m.keysCopied} keys (${mib} MiB) copied${eta}`,
+  ];
+  if (tty && m.partitionCopies > 0) {
+    const width = 30;
+    const done = Math.round((width * m.partitionCopiesConfirmed) / m.partitionCopies);
+    lines.push(`  [${'#'.repeat(done)}${'-'.repeat(width - done)}] ${Math.floor((100 * m.partitionCopiesConfirmed) / m.partitionCopies)}%`);
+  }
+  return lines;
 }
 
 /** The table of `cluster status`; `colour` marks statuses with ANSI colours. */
@@ -51,12 +82,13 @@ function table(v: ClusterView, endpoint: string, colour: boolean): string[] {
   const rows = [['ID', 'STATUS', 'HEARTBEAT', 'PRIMARY FOR', 'CLIENT URL']];
   for (const m of v.members) {
     const age = m.id === v.self ? '(self)' : m.heartbeatAgeMs === null ? '-' : `${m.heartbeatAgeMs} ms ago`;
-    rows.push([m.id + (m.id === v.leader ? ' *' : ''), m.status, age, `${m.primaryPartitions} partitions`, m.clientUrl]);
+    const placement = m.placement === 'incoming' ? ' (being added)' : m.placement === 'outgoing' ? ' (leaving)' : '';
+    rows.push([m.id + (m.id === v.leader ? ' *' : ''), m.status + placement, age, `${m.primaryPartitions} partitions`, m.clientUrl]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
   for (const [r, row] of rows.entries()) {
     const cells = row.map((c, i) => c.padEnd(widths[i]!));
-    if (colour && r > 0) cells[1] = `${STATUS_COLOUR[row[1]!] ?? ''}${cells[1]}\x1b[0m`;
+    if (colour && r > 0) cells[1] = `${STATUS_COLOUR[row[1]!.split(' ')[0]!] ?? ''}${cells[1]}\x1b[0m`;
     lines.push(cells.join('  ').trimEnd());
   }
   lines.push('* leader');

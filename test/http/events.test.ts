@@ -106,6 +106,7 @@ async function fakeCluster(streamsMax = 2) {
     heartbeatAgeMs: () => 100,
     propose: () => Promise.resolve({ status: 'unavailable' as const, reason: 'timeout' as const }),
     moveProgress: () => new Map(),
+    repair: () => Promise.resolve({ partitions: 0, done: 0, repaired: 0 }),
   };
   const config = configSchema.parse({ cluster: { name: 'fake' } });
   const events = new ClusterEvents(nodeId('n1'), driver, () => clusterView({ config, self: nodeId('n1'), driver }), 50);
