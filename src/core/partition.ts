@@ -189,6 +189,8 @@ export interface PrimaryState {
   pull: { source: NodeId; mode: 'delta' | 'full'; fromSeq: Seq; after: string | null; lastReqTick: number } | null;
   takeoverSeq: Seq;
   serveAfterTick: number;
+  /** The primary of the previous epoch was serving and has adopted ours: no lease to wait out. */
+  handover: boolean;
   commitSeq: Seq;
   readonly followers: Map<NodeId, FollowerProgress>;
   /** Entries not yet known to every follower, ascending and contiguous, bounded by tailMax. */
@@ -235,4 +237,10 @@ export interface PartitionState {
   confirmedEpoch: number;
   /** Orphan recovery: copying the partition from the most advanced joining member. */
   orphanPull: { source: NodeId; expect: LogPosition; session: number; mode: 'delta' | 'full'; fromSeq: Seq; after: string | null; lastReqTick: number } | null;
+  /**
+   * The epoch in which this node was the serving primary of the partition when it adopted
+   * the next one (it handed the partition over), else null. Not persisted: after a
+   * restart a new primary waits out the leases instead.
+   */
+  servedIn: number | null;
 }

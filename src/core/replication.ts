@@ -180,6 +180,8 @@ export interface RepSyncMsg extends PartBase {
 }
 export interface RepSyncOkMsg extends PartBase {
   readonly type: 'rep-sync-ok';
+  /** The epoch in which the sender was this partition's serving primary when it adopted the next one, or null (handover, rule 3). */
+  readonly servedIn: number | null;
   readonly pos: LogPosition | null;
   readonly history: readonly HistoryEntry[];
 }
@@ -493,6 +495,7 @@ export function setConfig(rep: Replication, cfg: ClusterConfig): RepReady {
   if (rep.cfg === null) initPartitions(rep, cfg.partitions);
   assert(rep.partitions.length === cfg.partitions, 'partition count is fixed for the life of the cluster');
   const prevRing = rep.ring;
+  const prevEpoch = rep.cfg?.epoch ?? null;
   rep.cfg = cfg;
   rep.ring = buildRing(cfg);
   rep.adoptedTick = rep.now;
@@ -604,7 +607,7 @@ function finish(rep: Replication, out: RepReady): RepReady {
 function initPartitions(rep: Replication, count: number): void {
   const metas = restoredMetas.get(rep) ?? new Map<number, PartitionMeta>();
   for (let p = 0; p < count; p++) {
-    rep.partitions.push({ id: partitionId(p), meta: metas.get(p) ?? emptyMeta(), role: 'none', primary: null, follower: null, confirmedEpoch: 0, orphanPull: null });
+    rep.partitions.push({ id: partitionId(p), meta: metas.get(p) ?? emptyMeta(), role: 'none', primary: null, follower: null, confirmedEpoch: 0, orphanPull: null, servedIn: null });
   }
 }
 
@@ -737,6 +740,7 @@ function startTakeover(rep: Replication, out: RepReady, ps: PartitionState): voi
     pull: null,
     takeoverSeq: toSeq(0),
     serveAfterTick: Infinity,
+    handover: false,
     commitSeq: toSeq(0),
     followers,
     tail: [],
@@ -815,7 +819,8 @@ function advanceTakeover(rep: Replication, out: RepReady, ps: PartitionState): v
     pr.commitSeq = pr.takeoverSeq;
     // Rule 3: wait out any lease granted for an older epoch by us (until we adopted this
     // one) or by an in-sync replica (until it answered our sync). +1 for tick granularity.
-    pr.serveAfterTick = Math.max(pr.adoptedTick, pr.lastSyncOkTick) + rep.timing.leaseTicks + 1;
+    // A handover from the previous epoch's serving primary leaves no lease to wait out.
+    pr.serveAfterTick = pr.handover ? rep.now : Math.max(pr.adoptedTick, pr.lastSyncOkTick) + rep.timing.leaseTicks + 1;
     pr.phase = 'serving';
     const cfg = rep.cfg!;
     out.events.push({ type: 'serving', partition: ps.id, epoch: cfg.epoch, atTick: pr.serveAfterTick });
@@ -1105,7 +1110,7 @@ function onSync(rep: Replication, out: RepReady, ps: PartitionState, msg: RepSyn
   if (ps.follower === null || ps.follower.session !== msg.session || ps.follower.primary !== msg.from) {
     ps.follower = { primary: msg.from, session: msg.session, copy: null, liveNext: null, livePos: null };
   }
-  send(rep, out, msg.from, { type: 'rep-sync-ok', partition: ps.id, session: msg.session, pos: ps.meta.pos, history: ps.meta.history });
+  send(rep, out, msg.from, { type: 'rep-sync-ok', partition: ps.id, session: msg.session, pos: ps.meta.pos, history: ps.meta.history, servedIn: ps.servedIn });
 }
 
 function onSyncOk(rep: Replication, out: RepReady, ps: PartitionState, msg: RepSyncOkMsg): void {
@@ -1113,6 +1118,10 @@ function onSyncOk(rep: Replication, out: RepReady, ps: PartitionState, msg: RepS
   const f = pr?.followers.get(msg.from);
   if (pr === null || f === undefined || msg.session !== f.session || f.syncOk) return;
   f.syncOk = true;
+  // Only the primary of the epoch just before ours can have served in it; it has adopted
+  // ours (it answered this sync), so it serves no more, and it could serve only after
+  // every older lease had run out: nothing is left to wait for.
+  if (msg.servedIn !== null && msg.servedIn === rep.cfg!.epoch - 1) pr.handover = true;
   f.pos = msg.pos;
   f.history = Array.isArray(msg.history) ? msg.history : [];
   if (commitSet(rep, ps, pr).includes(f.id)) pr.lastSyncOkTick = Math.max(pr.lastSyncOkTick, rep.now);

@@ -1,0 +1,216 @@
+#!/usr/bin/env node
+// Cost of a rebalance, measured from outside on real processes.
+//
+//   npm run build && node scripts/rebalance.mjs [--keys 100000] [--value-bytes 1024] [--rate 200] [--json]
+//
+// 1. Starts `ringkv local --nodes 3` on free ports in a temporary directory and loads
+//    --keys keys of --value-bytes each (64 writers, through the ringkv/client library,
+//    which sends each write straight to its primary).
+// 2. Steady state: a client load of --rate ops/s (half strong gets, half puts over the
+//    loaded keys, 8 clients) for 20 s; its latencies are the baseline.
+// 3. Starts n4 with only `cluster.join`, adds it (POST /v1/cluster/members) and runs the
+//    same load until the move is over (n4 active, `move` null); reports the move's wall
+//    time, keys and bytes copied (from /v1/cluster `move`, last sample), throughput,
+//    client p50/p99 during the move against the baseline, and the peak RSS above idle of
+//    every node (sampled from /proc every 100 ms; idle = just before the add).
+// Prints a summary; --json prints one JSON object at the end.
+
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const MAIN = join(ROOT, 'dist', 'cli', 'main.js');
+const { RingkvClient } = await import(join(ROOT, 'dist', 'client', 'index.js'));
+
+const args = process.argv.slice(2);
+const opt = (name, def) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : def;
+};
+const KEYS = opt('keys', 100_000);
+const VALUE_BYTES = opt('value-bytes', 1024);
+const RATE = opt('rate', 200);
+const STEADY_MS = 20_000;
+const JSON_OUT = args.includes('--json');
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (s) => process.stderr.write(`${s}\n`);
+
+async function portFree(port) {
+  const srv = createServer();
+  return new Promise((resolve) => {
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+async function freeBase(nodes) {
+  for (;;) {
+    const base = 20_000 + Math.floor(Math.random() * 400) * 100 + 79;
+    const ports = Array.from({ length: nodes }, (_, i) => [base + 10 * i, base + 10 * i + 1]).flat();
+    if ((await Promise.all(ports.map(portFree))).every(Boolean)) return base;
+  }
+}
+
+const rssKiB = (pid) => {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m === null ? 0 : Number(m[1]);
+  } catch {
+    return 0;
+  }
+};
+const quantile = (xs, q) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor(q * s.length))];
+};
+
+const base = await freeBase(4);
+const dir = mkdtempSync(join(tmpdir(), 'ringkv-rebalance-'));
+const client = (i) => `http://127.0.0.1:${base + 10 * (i - 1)}`;
+const peer = (i) => `http://127.0.0.1:${base + 10 * (i - 1) + 1}`;
+const local = spawn(process.execPath, [MAIN, 'local', '--nodes', '3', '--base-port', String(base), '--data', dir, '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+let localOut = '';
+local.stdout.on('data', (d) => (localOut += d));
+local.stderr.on('data', (d) => (localOut += d));
+const pids = new Map();
+let n4 = null;
+const cleanup = () => {
+  for (const pid of pids.values()) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {}
+  }
+  n4?.kill('SIGKILL');
+  local.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+};
+process.on('exit', cleanup);
+process.on('SIGINT', () => process.exit(130));
+
+try {
+  while (pids.size < 3) {
+    for (const m of localOut.matchAll(/^\s+(n\d+)\s+client \S+\s+peer \S+\s+pid (\d+)$/gm)) pids.set(m[1], Number(m[2]));
+    await sleep(50);
+  }
+  for (let i = 1; i <= 3; i++) {
+    for (;;) {
+      const ok = await fetch(`${client(i)}/readyz`).then((r) => r.ok, () => false);
+      if (ok) break;
+      await sleep(100);
+    }
+  }
+  const kv = new RingkvClient({ endpoints: [client(1), client(2), client(3)] });
+  const value = 'x'.repeat(VALUE_BYTES);
+  const t0 = performance.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 64 }, async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= KEYS) return;
+        // Loading only: writing the same value again after an unknown outcome is harmless.
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await kv.put(`k${i}`, value);
+            break;
+          } catch (e) {
+            if (attempt >= 20) throw e;
+            await sleep(100);
+          }
+        }
+        if (i % 10_000 === 0) log(`loaded ${i} keys`);
+      }
+    }),
+  );
+  const loadMs = performance.now() - t0;
+  log(`loaded ${KEYS} keys of ${VALUE_BYTES} B in ${(loadMs / 1000).toFixed(1)} s`);
+
+  // A paced load of RATE ops/s; returns the latencies of the ops that finished.
+  const load = (stop) => {
+    const lat = [];
+    let errors = 0;
+    const clients = Array.from({ length: 8 }, async (_, c) => {
+      const interval = (1000 * 8) / RATE;
+      let t = performance.now() + Math.random() * interval;
+      while (!stop.done) {
+        await sleep(Math.max(0, t - performance.now()));
+        t += interval;
+        const key = `k${Math.floor(Math.random() * KEYS)}`;
+        const s = performance.now();
+        try {
+          if (Math.random() < 0.5) await kv.get(key);
+          else await kv.put(key, value);
+          lat.push(performance.now() - s);
+        } catch {
+          errors++;
+        }
+      }
+      void c;
+    });
+    return { lat, errors: () => errors, done: Promise.all(clients) };
+  };
+
+  const steadyStop = { done: false };
+  const steady = load(steadyStop);
+  await sleep(STEADY_MS);
+  steadyStop.done = true;
+  await steady.done;
+
+  // n4: a join config, then the add; sample RSS and the move.
+  const n4dir = join(dir, 'n4');
+  mkdirSync(n4dir, { recursive: true });
+  writeFileSync(
+    join(n4dir, 'ringkv.yaml'),
+    `node: { id: n4, dataDir: ${JSON.stringify(n4dir)} }\nlisten: { client: "127.0.0.1:${base + 30}", peer: "127.0.0.1:${base + 31}" }\ncluster: { name: local, join: ${JSON.stringify(peer(1))} }\n`,
+  );
+  const secret = readFileSync(join(dir, 'cluster-secret'), 'utf8').trim();
+  n4 = spawn(process.execPath, [MAIN, 'serve', '--config', join(n4dir, 'ringkv.yaml')], { env: { ...process.env, RINGKV_CLUSTER_SECRET: secret }, stdio: 'ignore' });
+  await sleep(1500);
+  const all = new Map([...pids, ['n4', n4.pid]]);
+  const idle = new Map([...all].map(([id, pid]) => [id, rssKiB(pid)]));
+  const peak = new Map(idle);
+  const sampler = setInterval(() => {
+    for (const [id, pid] of all) peak.set(id, Math.max(peak.get(id), rssKiB(pid)));
+  }, 100);
+  const moveStop = { done: false };
+  const during = load(moveStop);
+  const tAdd = performance.now();
+  const added = await fetch(`${client(1)}/v1/cluster/members`, { method: 'POST', body: JSON.stringify({ id: 'n4', peer: peer(4), client: client(4) }) });
+  if (!added.ok) throw new Error(`add: ${added.status} ${await added.text()}`);
+  let lastMove = null;
+  for (;;) {
+    const v = await fetch(`${client(1)}/v1/cluster`).then((r) => r.json());
+    if (v.move !== null) lastMove = v.move;
+    if (v.move === null && v.members.find((m) => m.id === 'n4')?.status === 'active') break;
+    await sleep(100);
+  }
+  const moveMs = performance.now() - tAdd;
+  moveStop.done = true;
+  await during.done;
+  clearInterval(sampler);
+  await kv.close();
+
+  const mib = (lastMove?.bytesCopied ?? 0) / 1024 ** 2;
+  const result = {
+    keys: KEYS,
+    valueBytes: VALUE_BYTES,
+    loadSeconds: +(loadMs / 1000).toFixed(1),
+    move: { seconds: +(moveMs / 1000).toFixed(2), keysCopied: lastMove?.keysCopied ?? null, mibCopied: +mib.toFixed(1), mibPerSecond: +(mib / (moveMs / 1000)).toFixed(1), partitionsMoving: lastMove?.partitionsMoving ?? null },
+    latencyMs: {
+      steady: { ops: steady.lat.length, errors: steady.errors(), p50: +quantile(steady.lat, 0.5).toFixed(1), p99: +quantile(steady.lat, 0.99).toFixed(1) },
+      duringMove: { ops: during.lat.length, errors: during.errors(), p50: +quantile(during.lat, 0.5).toFixed(1), p99: +quantile(during.lat, 0.99).toFixed(1) },
+    },
+    rssMiB: Object.fromEntries([...all.keys()].map((id) => [id, { idle: +(idle.get(id) / 1024).toFixed(0), peak: +(peak.get(id) / 1024).toFixed(0), aboveIdle: +((peak.get(id) - idle.get(id)) / 1024).toFixed(0) }])),
+  };
+  const r = result.latencyMs;
+  log(`move: ${result.move.seconds} s, ${result.move.keysCopied} keys / ${result.move.mibCopied} MiB copied (last sample), ${result.move.mibPerSecond} MiB/s`);
+  log(`client latency: steady p50 ${r.steady.p50} / p99 ${r.steady.p99} ms (${r.steady.ops} ops, ${r.steady.errors} errors); during the move p50 ${r.duringMove.p50} / p99 ${r.duringMove.p99} ms (${r.duringMove.ops} ops, ${r.duringMove.errors} errors); p99 ratio ${(r.duringMove.p99 / r.steady.p99).toFixed(2)}`);
+  log(`RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.idle} -> ${x.peak} (+${x.aboveIdle})`).join(', ')}`);
+  if (JSON_OUT) process.stdout.write(JSON.stringify(result) + '\n');
+} finally {
+  cleanup();
+}
+process.exit(0);
