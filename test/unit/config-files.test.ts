@@ -193,8 +193,10 @@ describe('config/*.yaml', () => {
 describe('docker-compose.yml', () => {
   const services = compose.services;
 
-  it('runs n1, n2, n3 by default and n4, n5 in the "five" profile', () => {
-    expect(Object.keys(services).sort()).toEqual([...COMPOSE_NODES]);
+  it('runs n1, n2, n3 by default and n4, n5 (added by add-members) in the "five" profile', () => {
+    expect(Object.keys(services).filter((n) => commandOf(services[n]!)[0] === 'serve').sort()).toEqual([...COMPOSE_NODES]);
+    expect(Object.keys(services).sort()).toEqual([...COMPOSE_NODES, 'add-members'].sort());
+    expect(services['add-members']!.profiles).toEqual(['five']);
     for (const id of BOOTSTRAP) expect(services[id]!.profiles).toBeUndefined();
     for (const id of ['n4', 'n5']) {
       expect(services[id]!.profiles).toEqual(['five']);
