@@ -474,6 +474,31 @@ export function moveCaughtUp(rep: Replication, cfg: ClusterConfig): boolean {
   const learners = new Set<NodeId>();
   for (let p = 0; p < cfg.partitions; p++) for (const id of rep.ring.learners(partitionId(p))) learners.add(id);
   for (const id of learners) if (!isCaughtUp(rep, id, cfg)) return false;
+  return switchKeepsCopies(rep, cfg);
+}
+
+/**
+ * Would the switch of the move in progress leave every partition at least
+ * min(minInSync, owners) members that hold everything committed? The switch drops the
+ * copies of members that stop owning, so it must not count on a member that is down, or
+ * joining and not caught up. A holder is an in-sync replica or the primary (an active
+ * owner now), or a member caught up for this epoch (its learner roles confirmed).
+ */
+export function switchKeepsCopies(rep: Replication, cfg: ClusterConfig): boolean {
+  const ring = rep.ring;
+  if (rep.cfg === null || rep.cfg.epoch !== cfg.epoch || ring === null) return false;
+  for (let p = 0; p < cfg.partitions; p++) {
+    const pid = partitionId(p);
+    const now = ring.preference(pid);
+    const next = ring.next(pid);
+    if (next === now) continue;
+    const holds = (m: NodeId): boolean => {
+      const st = statusOf(rep, m);
+      if (st === 'active' && now.includes(m)) return true;
+      return (st === 'active' || st === 'joining') && isCaughtUp(rep, m, cfg);
+    };
+    if (next.filter(holds).length < Math.min(cfg.minInSync, next.length)) return false;
+  }
   return true;
 }
 
@@ -1747,7 +1772,8 @@ export function createKvNode(
   const rep = createReplication({ ...opts.replication, id: m.id, clusterName: m.clusterName }, persisted.metas, store);
   const nodeOpts: NodeOptions = {
     ...m,
-    readyToActivate: (id, cfg) => isCaughtUp(rep, id, cfg),
+    // An incoming member's activation is the switch of an add: it must keep enough copies too.
+    readyToActivate: (id, cfg) => isCaughtUp(rep, id, cfg) && (cfg.members.find((m) => m.id === id)?.placement !== 'incoming' || switchKeepsCopies(rep, cfg)),
     readyToRemove: (_id, cfg) => moveCaughtUp(rep, cfg),
   };
   const membership = persisted.membership === null ? createNode(nodeOpts) : restoreNode(nodeOpts, persisted.membership);

@@ -12,7 +12,9 @@
 // - The preference list of p is the first RF distinct members met walking clockwise from
 //   the start of p (the first token >= start, wrapping). Equal tokens are ordered by
 //   node id, so the walk is a total order.
-// - The primary of p is the first `active` member of its preference list.
+// - The primary of p is the first `active` member of its preference list, passing over an
+//   outgoing one when another is active: a decommission moves primaries off the leaving
+//   node at its start (a handover, while it is alive), so its removal moves none.
 // - Only owners and outgoing members place tokens (membership.ts `Placement`). While a
 //   member is incoming or outgoing, the ring also computes the preference lists of the
 //   config after the move; `learners(p)` are the members that will own p then but do not
@@ -60,10 +62,12 @@ export interface Ring {
   readonly checksum: string;
   /** The first min(RF, members) distinct members clockwise from the start of p. */
   preference(p: PartitionId): readonly NodeId[];
-  /** The first active member of p's preference list, or undefined if none is active. */
+  /** The first active member of p's preference list (an outgoing one only if no other is active), or undefined. */
   primaryOf(p: PartitionId): NodeId | undefined;
   /** Members that will own p once the move in progress switches, and do not own it now. */
   learners(p: PartitionId): readonly NodeId[];
+  /** The preference list of p once the move in progress switches (= preference(p) if nothing moves). */
+  next(p: PartitionId): readonly NodeId[];
 }
 
 /** The token of a member's i-th virtual node. */
@@ -79,6 +83,7 @@ export function buildRing(cfg: RingConfig): Ring {
   const tokens = sortedTokens(owners, cfg.vnodesPerNode);
   const want = Math.min(cfg.replicationFactor, owners.length);
   const active = new Set(cfg.members.filter((m) => m.status === 'active').map((m) => m.id));
+  const outgoing = new Set(cfg.members.filter((m) => m.placement === 'outgoing').map((m) => m.id));
   // The ring after the move in progress, if any.
   const moving = cfg.members.some((m) => m.placement !== 'owner');
   const after = cfg.members.filter((m) => m.placement !== 'outgoing');
@@ -88,17 +93,21 @@ export function buildRing(cfg: RingConfig): Ring {
   const preferences: (readonly NodeId[])[] = [];
   const primaries: (NodeId | undefined)[] = [];
   const learners: (readonly NodeId[])[] = [];
+  const nexts: (readonly NodeId[])[] = [];
   for (let p = 0; p < cfg.partitions; p++) {
     const start = partitionStart(partitionId(p), cfg.partitions);
     const list = walkClockwise(tokens, firstTokenAtOrAfter(tokens, start), want);
     preferences.push(Object.freeze(list));
-    primaries.push(list.find((id) => active.has(id)));
+    primaries.push(list.find((id) => active.has(id) && !outgoing.has(id)) ?? list.find((id) => active.has(id)));
     if (!moving) {
       learners.push(NONE);
+      nexts.push(preferences[p]!);
       continue;
     }
-    const next = walkClockwise(afterTokens, firstTokenAtOrAfter(afterTokens, start), afterWant).filter((id) => !list.includes(id));
-    learners.push(next.length === 0 ? NONE : Object.freeze(next));
+    const next = Object.freeze(walkClockwise(afterTokens, firstTokenAtOrAfter(afterTokens, start), afterWant));
+    nexts.push(next);
+    const learning = next.filter((id) => !list.includes(id));
+    learners.push(learning.length === 0 ? NONE : Object.freeze(learning));
   }
 
   const checkPartition = (p: PartitionId): void => {
@@ -121,6 +130,10 @@ export function buildRing(cfg: RingConfig): Ring {
     learners(p) {
       checkPartition(p);
       return learners[p]!;
+    },
+    next(p) {
+      checkPartition(p);
+      return nexts[p]!;
     },
   };
 }

@@ -301,3 +301,22 @@ describe('moves (incoming and outgoing members)', () => {
     for (const p of allPartitions(ring)) expect(ring.learners(p)).toEqual([]);
   });
 });
+
+describe('primaries during a decommission', () => {
+  it('move off the outgoing member while another owner is active, and stay put at its removal', () => {
+    const base = defaults(members(ids(4)));
+    const gone = nodeId('n2');
+    const outgoing = buildRing({ ...base, members: base.members.map((m) => (m.id === gone ? { ...m, placement: 'outgoing' as const } : m)) });
+    const removed = buildRing({ ...base, members: base.members.filter((m) => m.id !== gone) });
+    for (let p = 0; p < base.partitions; p++) {
+      const pid = partitionId(p);
+      expect(outgoing.primaryOf(pid)).not.toBe(gone);
+      expect(removed.primaryOf(pid)).toBe(outgoing.primaryOf(pid)); // the switch moves no primary
+    }
+    // The only active owner left: it stays the primary.
+    const alone = buildRing({ ...base, members: base.members.map((m) => (m.id === gone ? { ...m, placement: 'outgoing' as const } : { ...m, status: 'down' as const })) });
+    for (let p = 0; p < base.partitions; p++) {
+      if (alone.preference(partitionId(p)).includes(gone)) expect(alone.primaryOf(partitionId(p))).toBe(gone);
+    }
+  });
+});
