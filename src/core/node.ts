@@ -971,7 +971,12 @@ function nextChange(
         continue;
       }
     }
-    const next = applyChange(cfg, q.change);
+    let next = applyChange(cfg, q.change);
+    // An admin `remove` takes a member off without its data (an incoming one) or ends a
+    // decommission: either way only once the replication layer says the copies allow it.
+    if (q.request !== null && q.change.kind === 'remove' && !isChangeError(next) && !node.opts.readyToRemove(q.change.id, cfg)) {
+      next = { error: `removing ${q.change.id} now would leave some partition with fewer than minInSync copies of what is committed; its data is still moving (retry later)` };
+    }
     if (isChangeError(next)) {
       if (q.request !== null) respond(node, out, q.request, { status: 'rejected', error: next.error });
       if (q.request === null) return null; // a failure-driven change that no longer applies

@@ -191,6 +191,8 @@ export interface PrimaryState {
   serveAfterTick: number;
   /** The primary of the previous epoch was serving and has adopted ours: no lease to wait out. */
   handover: boolean;
+  /** The latest leaseFence reported by (or owned by) a member of the commit set, in our ticks. */
+  fenceTick: number;
   commitSeq: Seq;
   readonly followers: Map<NodeId, FollowerProgress>;
   /** Entries not yet known to every follower, ascending and contiguous, bounded by tailMax. */
@@ -243,4 +245,11 @@ export interface PartitionState {
    * restart a new primary waits out the leases instead.
    */
   servedIn: number | null;
+  /**
+   * Rule 3, precisely: until this tick a lease this node granted to a primary of the
+   * partition in an older epoch may still be valid (its last grant to that node + the
+   * lease). After a restart, the whole lease from the start (grants before the crash are
+   * unknown).
+   */
+  leaseFence: number;
 }

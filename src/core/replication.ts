@@ -182,6 +182,8 @@ export interface RepSyncOkMsg extends PartBase {
   readonly type: 'rep-sync-ok';
   /** The epoch in which the sender was this partition's serving primary when it adopted the next one, or null (handover, rule 3). */
   readonly servedIn: number | null;
+  /** Ticks until every lease the sender granted to an older primary of the partition has run out (rule 3). */
+  readonly leaseFence: number;
   readonly pos: LogPosition | null;
   readonly history: readonly HistoryEntry[];
 }
@@ -382,6 +384,8 @@ export interface Replication {
   readonly peerProgress: Map<NodeId, LearnProgress>;
   readonly aeIntervalTicks: number;
   nextAeTick: number;
+  /** The tick of the last lease granted to each peer in the current epoch. */
+  readonly grantedAt: Map<NodeId, number>;
   aeRounds: number;
 }
 
@@ -415,6 +419,7 @@ export function createReplication(opts: RepOptions, metas: ReadonlyMap<number, P
     copyBytesPerTick: opts.copyBytesPerTick ?? Infinity,
     copied: { keys: 0, bytes: 0 },
     peerProgress: new Map(),
+    grantedAt: new Map(),
     aeIntervalTicks: opts.antiEntropyIntervalTicks ?? Infinity,
     nextAeTick: opts.antiEntropyIntervalTicks ?? Infinity,
     aeRounds: 0,
@@ -484,6 +489,23 @@ export function moveCaughtUp(rep: Replication, cfg: ClusterConfig): boolean {
  * joining and not caught up. A holder is an in-sync replica or the primary (an active
  * owner now), or a member caught up for this epoch (its learner roles confirmed).
  */
+/**
+ * May the add of `id` be cancelled (the incoming member removed)? Its copies go, and as a
+ * confirmed learner it may hold writes the commit set counted: every partition it learns
+ * must keep min(minInSync, owners) in-sync holders without it.
+ */
+export function cancelKeepsCopies(rep: Replication, cfg: ClusterConfig, id: NodeId): boolean {
+  const ring = rep.ring;
+  if (rep.cfg === null || rep.cfg.epoch !== cfg.epoch || ring === null) return false;
+  for (let p = 0; p < cfg.partitions; p++) {
+    const pid = partitionId(p);
+    if (!ring.learners(pid).includes(id)) continue;
+    const now = ring.preference(pid);
+    if (now.filter((m) => statusOf(rep, m) === 'active').length < Math.min(cfg.minInSync, now.length)) return false;
+  }
+  return true;
+}
+
 export function switchKeepsCopies(rep: Replication, cfg: ClusterConfig): boolean {
   const ring = rep.ring;
   if (rep.cfg === null || rep.cfg.epoch !== cfg.epoch || ring === null) return false;
@@ -521,6 +543,16 @@ export function setConfig(rep: Replication, cfg: ClusterConfig): RepReady {
   assert(rep.partitions.length === cfg.partitions, 'partition count is fixed for the life of the cluster');
   const prevRing = rep.ring;
   const prevEpoch = rep.cfg?.epoch ?? null;
+  // Leaving an epoch: a lease granted in it to the primary of a partition may outlive the
+  // epoch by up to leaseTicks; remember until when, per partition (rule 3).
+  if (prevRing !== null) {
+    for (const ps of rep.partitions) {
+      const x = prevRing.primaryOf(ps.id);
+      const at = x === undefined || x === rep.id ? undefined : rep.grantedAt.get(x);
+      if (at !== undefined) ps.leaseFence = Math.max(ps.leaseFence, at + rep.timing.leaseTicks);
+    }
+  }
+  rep.grantedAt.clear();
   rep.cfg = cfg;
   rep.ring = buildRing(cfg);
   rep.adoptedTick = rep.now;
@@ -552,7 +584,7 @@ export function setConfig(rep: Replication, cfg: ClusterConfig): RepReady {
     endRoles(rep, out, ps);
     ps.role = role;
     if (ps.role === 'primary') startTakeover(rep, out, ps);
-    else if (ps.role === 'none' && !preference(rep, ps.id).includes(rep.id) && holdsData(ps)) {
+    else if (ps.role === 'none' && !preference(rep, ps.id).includes(rep.id) && !learnersOf(rep, ps.id).includes(rep.id) && holdsData(ps)) {
       // Rule 6: ownership switched away (or this node was removed): drop the old copy.
       out.persist.push({ kind: 'partition-reset', partition: ps.id });
       writeMeta(out, ps, emptyMeta());
@@ -632,7 +664,7 @@ function finish(rep: Replication, out: RepReady): RepReady {
 function initPartitions(rep: Replication, count: number): void {
   const metas = restoredMetas.get(rep) ?? new Map<number, PartitionMeta>();
   for (let p = 0; p < count; p++) {
-    rep.partitions.push({ id: partitionId(p), meta: metas.get(p) ?? emptyMeta(), role: 'none', primary: null, follower: null, confirmedEpoch: 0, orphanPull: null, servedIn: null });
+    rep.partitions.push({ id: partitionId(p), meta: metas.get(p) ?? emptyMeta(), role: 'none', primary: null, follower: null, confirmedEpoch: 0, orphanPull: null, servedIn: null, leaseFence: rep.now + rep.timing.leaseTicks });
   }
 }
 
@@ -766,6 +798,7 @@ function startTakeover(rep: Replication, out: RepReady, ps: PartitionState): voi
     takeoverSeq: toSeq(0),
     serveAfterTick: Infinity,
     handover: false,
+    fenceTick: 0,
     commitSeq: toSeq(0),
     followers,
     tail: [],
@@ -845,7 +878,9 @@ function advanceTakeover(rep: Replication, out: RepReady, ps: PartitionState): v
     // Rule 3: wait out any lease granted for an older epoch by us (until we adopted this
     // one) or by an in-sync replica (until it answered our sync). +1 for tick granularity.
     // A handover from the previous epoch's serving primary leaves no lease to wait out.
-    pr.serveAfterTick = pr.handover ? rep.now : Math.max(pr.adoptedTick, pr.lastSyncOkTick) + rep.timing.leaseTicks + 1;
+    // Otherwise only what we and the in-sync replicas granted to older primaries of this
+    // partition (each reported its own fence when it answered our sync). +1 for tick granularity.
+    pr.serveAfterTick = pr.handover ? rep.now : Math.max(rep.now, ps.leaseFence, pr.fenceTick) + 1;
     pr.phase = 'serving';
     const cfg = rep.cfg!;
     out.events.push({ type: 'serving', partition: ps.id, epoch: cfg.epoch, atTick: pr.serveAfterTick });
@@ -1100,6 +1135,7 @@ function handlePartitionMsg(rep: Replication, out: RepReady, ps: PartitionState,
 function onHeartbeat(rep: Replication, out: RepReady, msg: RepHeartbeatMsg): void {
   // Rule 3: grant only for our own (equal) epoch; step() already refused other epochs.
   send(rep, out, msg.from, { type: 'rep-lease', nonce: msg.nonce, leaseId: msg.leaseId });
+  rep.grantedAt.set(msg.from, rep.now);
   const before = rep.peerNonce.get(msg.from);
   rep.peerNonce.set(msg.from, msg.nonce);
   if (before !== undefined && before !== msg.nonce) {
@@ -1135,7 +1171,7 @@ function onSync(rep: Replication, out: RepReady, ps: PartitionState, msg: RepSyn
   if (ps.follower === null || ps.follower.session !== msg.session || ps.follower.primary !== msg.from) {
     ps.follower = { primary: msg.from, session: msg.session, copy: null, liveNext: null, livePos: null };
   }
-  send(rep, out, msg.from, { type: 'rep-sync-ok', partition: ps.id, session: msg.session, pos: ps.meta.pos, history: ps.meta.history, servedIn: ps.servedIn });
+  send(rep, out, msg.from, { type: 'rep-sync-ok', partition: ps.id, session: msg.session, pos: ps.meta.pos, history: ps.meta.history, servedIn: ps.servedIn, leaseFence: Math.max(0, ps.leaseFence - rep.now) });
 }
 
 function onSyncOk(rep: Replication, out: RepReady, ps: PartitionState, msg: RepSyncOkMsg): void {
@@ -1149,7 +1185,10 @@ function onSyncOk(rep: Replication, out: RepReady, ps: PartitionState, msg: RepS
   if (msg.servedIn !== null && msg.servedIn === rep.cfg!.epoch - 1) pr.handover = true;
   f.pos = msg.pos;
   f.history = Array.isArray(msg.history) ? msg.history : [];
-  if (commitSet(rep, ps, pr).includes(f.id)) pr.lastSyncOkTick = Math.max(pr.lastSyncOkTick, rep.now);
+  if (commitSet(rep, ps, pr).includes(f.id)) {
+    pr.lastSyncOkTick = Math.max(pr.lastSyncOkTick, rep.now);
+    if (Number.isSafeInteger(msg.leaseFence) && msg.leaseFence >= 0) pr.fenceTick = Math.max(pr.fenceTick, rep.now + Math.min(msg.leaseFence, rep.timing.leaseTicks));
+  }
   if (pr.phase === 'sync') advanceTakeover(rep, out, ps);
   else if (pr.phase === 'align' || pr.phase === 'serving') startCatchup(rep, out, ps, f);
 }
@@ -1774,7 +1813,7 @@ export function createKvNode(
     ...m,
     // An incoming member's activation is the switch of an add: it must keep enough copies too.
     readyToActivate: (id, cfg) => isCaughtUp(rep, id, cfg) && (cfg.members.find((m) => m.id === id)?.placement !== 'incoming' || switchKeepsCopies(rep, cfg)),
-    readyToRemove: (_id, cfg) => moveCaughtUp(rep, cfg),
+    readyToRemove: (id, cfg) => (cfg.members.find((m) => m.id === id)?.placement === 'incoming' ? cancelKeepsCopies(rep, cfg, id) : moveCaughtUp(rep, cfg)),
   };
   const membership = persisted.membership === null ? createNode(nodeOpts) : restoreNode(nodeOpts, persisted.membership);
   const node: KvNode = { membership, rep };

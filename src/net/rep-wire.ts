@@ -56,7 +56,7 @@ export const repMessageSchema = z.discriminatedUnion('type', [
   }),
   z.strictObject({ ...base, type: z.literal('rep-lease'), nonce: u32, leaseId: count }),
   z.strictObject({ ...part, type: z.literal('rep-sync') }),
-  z.strictObject({ ...part, type: z.literal('rep-sync-ok'), pos: position.nullable(), history, servedIn: count.nullable() }),
+  z.strictObject({ ...part, type: z.literal('rep-sync-ok'), pos: position.nullable(), history, servedIn: count.nullable(), leaseFence: count }),
   z.strictObject({
     ...part,
     type: z.literal('rep-catchup'),

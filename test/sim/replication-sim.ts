@@ -4,26 +4,73 @@
 // One seeded Prng drives everything: network (delay, loss, duplication, reordering,
 // partitions), disks (a Ready's ops are durable only after its simulated fsync; a crash
 // drops the rest), crashes and restarts, SIGSTOP-like pauses (a paused node runs nothing;
-// on resume it first delivers every tick it missed, then what arrived meanwhile), and
-// clients issuing put / cas / create / delete / strong get with unique values through
-// random nodes (not_primary -> retry at the named node).
+// on resume it first delivers every tick it missed, then what arrived meanwhile), clients
+// issuing put / cas / create / delete / strong get with unique values through random nodes
+// (not_primary -> retry at the named node), and, in 3 seeds of 4, membership changes
+// (rule 6) interleaved with those faults, as admin proposals sent to a random node (half of
+// them, while a partition stands, to a node cut off from every quorum):
+//   add            a spare node (n4/n5 or n5/n6) joins: like src/runtime/join.ts it polls a
+//                  member for the latest decided config entry and, once that entry lists
+//                  it, persists it as its first config and starts;
+//   decommission   of a live owner, or of a dead one (crashed; half the time it stays down
+//                  until faults stop); the leader removes it once its partitions' future
+//                  owners caught up;
+//   remove         of the incoming member (cancels an add), or of an owner (illegal);
+//   noop.
+// At most one member moves at a time, so many proposals are refused: that is recorded, not
+// a failure. A node removed from the cluster keeps running as a non-member for 1..4 s and
+// then stops for good.
 //
 // The store a node reads (StoreView) is read-your-writes: persist ops are visible at once,
 // durable only after the fsync; a crash rolls it back to the durable state.
 //
-// Oracles, after every event:
-//   single-server  at most one running node may serve (canServe) a partition at any instant
-//   acked-durable  every acknowledged write is on the disk of every active member of the
-//                  partition's preference list in the latest decided config (version
-//                  descends from the acked one), unless that member is mid-copy
-//   conflicts      no version conflict (concurrent clocks) anywhere
-// At the end: every member active and every partition served again (liveness), and the
-// client history is linearizable (test/support/linearizability.ts).
+// Oracles, after every event (a failure names the seed, the invariant and the last events):
+//   single-server    at most one running node may serve (canServe) a partition at any instant
+//   owner-serves     a node serves a partition (canServe, or a strong read / write answered)
+//                    only as its primary in its own config (before or after the input that
+//                    produced the answer): a non-owner, a learner or a removed node never does
+//   acked-durable    every acknowledged write is on the disk of every active member of the
+//                    partition's preference list in the latest decided config (version
+//                    descends from the acked one), unless that member is mid-copy
+//   min-copies       at every committed epoch, for as long as it is the latest: every
+//                    acknowledged write is on the disk of at least minInSync members that own
+//                    its partition in that epoch: its preference list (whatever their status:
+//                    a crashed member's disk keeps its copy) and its learners (future owners;
+//                    a learner confirmed in an earlier epoch holds what was committed then).
+//                    Only what is on disk counts, so an old owner's copy dropped before the
+//                    switch is decided no longer counts. One allowance: a member in the
+//                    middle of a full copy counts for what it held before the core wiped it
+//                    (it re-fetches from a holder); that window is a known gap, see
+//                    heldBeforeWipe
+//   switch           when an epoch is decided that makes a member a new owner of a partition
+//                    (an added member's tokens placed, or a decommissioned member removed),
+//                    that member already holds every acknowledged write of the partition on
+//                    disk: a learner confirmed in the previous epoch holds everything committed
+//                    in it. This catches a switch before the future owners caught up even
+//                    when the other owners still hold minInSync copies
+//   dropped          a running node that neither owns nor learns a partition in its config
+//                    holds no record of it (rule 6: old copies are dropped, by the core)
+//   ring/config      every node runs only decided configs, identical for an epoch on every
+//                    node, and computes the same ring checksum for it; the membership layer
+//                    reports no ring mismatch or config conflict in heartbeats
+//   minority         an admin change sent to a node cut off from every quorum (no node it
+//                    can reach hears a majority of the voters) is never decided, nor answered
+//                    `committed`, while that partition stands (it answers unavailable; or
+//                    rejected, with no effect, when it still leads and finds the change illegal
+//                    in its own, possibly stale, config: counted as cutOffRejected); every
+//                    `committed` answer names the decided entry that carries the request
+//   conflicts        no version conflict (concurrent clocks) anywhere
+// At the end: every member active and an owner (no move left unfinished), every partition
+// served again (liveness), and the client history is linearizable
+// (test/support/linearizability.ts).
 
 import {
   applyPersistOp,
   currentConfig,
+  currentEntry,
   emptyPersistedState,
+  type AdminReply,
+  type LogEntry,
   type Message,
   type PersistOp,
   type PersistedState,
@@ -33,6 +80,7 @@ import {
   canServe,
   createKvNode,
   isRepMessage,
+  proposeKv,
   stepKv,
   submitKv,
   tickKv,
@@ -47,9 +95,9 @@ import {
   type RepPersistOp,
   type StoreView,
 } from '../../src/core/replication.js';
-import { buildRing } from '../../src/core/ring.js';
+import { buildRing, type Ring } from '../../src/core/ring.js';
 import { partitionOf } from '../../src/core/hash.js';
-import type { ClusterConfig } from '../../src/core/membership.js';
+import { describeChange, isMember, majority, validateConfig, type ClusterConfig, type ConfigChange, type NewMember } from '../../src/core/membership.js';
 import { chance, createPrng, nextInt, nextU32, pick, type Prng } from '../../src/core/prng.js';
 import { nodeId, type NodeId, type PartitionId } from '../../src/core/types.js';
 import { compare, descends, versionOf, type VectorClock } from '../../src/core/vector-clock.js';
@@ -66,6 +114,7 @@ export interface RepSimOptions {
 
 export interface RepSimStats {
   readonly seed: number;
+  /** Initial members; the spares that may be added come on top. */
   readonly nodes: number;
   readonly events: number;
   readonly crashes: number;
@@ -76,6 +125,22 @@ export interface RepSimStats {
   readonly unknown: number;
   readonly copies: number;
   readonly settledAtMs: number;
+  /** Admin membership proposals, and how they ended (the rest got no answer: their node crashed). */
+  readonly proposals: number;
+  readonly proposalsCutOff: number;
+  /** Proposals a node cut off from every quorum answered `rejected` (no effect) while still cut off. */
+  readonly cutOffRejected: number;
+  readonly committed: number;
+  readonly refused: number;
+  readonly unavailable: number;
+  readonly timeouts: number;
+  /** Switches decided: an added member's tokens placed, or a decommissioned member removed. */
+  readonly switches: number;
+  /** Added nodes that started, and removed nodes that stopped for good. */
+  readonly joined: number;
+  readonly retired: number;
+  /** Members of the last config. */
+  readonly members: number;
 }
 
 export class RepSimViolation extends Error {
@@ -92,6 +157,9 @@ const tickMs = 50;
 const clusterName = 'sim';
 const clientTimeoutMs = 2500;
 const keys = ['a', 'b', 'c', 'd'];
+const sparesPerRun = 2;
+/** How often a node waiting to be added asks a member for the latest config (join.ts retryMs). */
+const joinPollMs = 250;
 
 type AnyMsg = Message | RepMessage;
 
@@ -102,6 +170,8 @@ type SimEvent =
   | { readonly kind: 'fault' }
   | { readonly kind: 'restart'; readonly id: NodeId; readonly incarnation: number }
   | { readonly kind: 'resume'; readonly id: NodeId; readonly incarnation: number }
+  | { readonly kind: 'join-poll'; readonly id: NodeId }
+  | { readonly kind: 'retire'; readonly id: NodeId }
   | { readonly kind: 'client-send'; readonly client: number; readonly attempt: number; readonly to: NodeId }
   | { readonly kind: 'client-reply'; readonly client: number; readonly attempt: number; readonly from: NodeId; readonly result: ClientResult }
   | { readonly kind: 'client-timeout'; readonly client: number; readonly attempt: number }
@@ -117,13 +187,27 @@ interface Batch {
 
 type Records = Map<number, Map<string, KvRecord>>;
 
+/**
+ * outside: a spare, never added; joining: being added, polls a member for its first config;
+ * live: started at least once (running or crashed); retired: removed and stopped for good.
+ */
+type Phase = 'outside' | 'joining' | 'live' | 'retired';
+
 interface SimNode {
   readonly id: NodeId;
+  phase: Phase;
   node: KvNode | null;
   incarnation: number;
+  /** Decommissioned while dead and not restarted until faults stop (the machine is gone). */
+  lost: boolean;
   durableMembership: PersistedState;
   durableMetas: Map<number, PartitionMeta>;
   durableRecords: Records;
+  /**
+   * What a partition durably held before the core wiped it to take a full copy, while that
+   * copy is incomplete (durable position null): see min-copies.
+   */
+  readonly wiped: Records;
   liveRecords: Records;
   disk: Batch[];
   diskBusyUntil: number;
@@ -131,7 +215,9 @@ interface SimNode {
   frozen: SimEvent[];
   pausedAt: number;
   /** requestId -> client attempt */
-  readonly requests: Map<string, { client: number; attempt: number }>;
+  readonly requests: Map<string, { client: number; attempt: number; key: string }>;
+  /** The epoch whose config and ring this incarnation was last checked against. */
+  checkedEpoch: number;
 }
 
 interface ClientState {
@@ -146,6 +232,15 @@ interface ClientState {
   counter: number;
 }
 
+/** An admin membership proposal, and the partition in place when it was sent. */
+interface AdminRequest {
+  readonly change: ConfigChange;
+  readonly to: NodeId;
+  readonly cutGen: number;
+  /** No node that `to` could reach then heard a majority of the voters. */
+  readonly cutOff: boolean;
+}
+
 export function runRepSim(opts: RepSimOptions): RepSimStats {
   return new RepSim(opts).run();
 }
@@ -155,32 +250,68 @@ class RepSim {
   private readonly q = new EventQueue<SimEvent>();
   private now = 0;
   private readonly nodes = new Map<NodeId, SimNode>();
-  private readonly ids: NodeId[];
-  private readonly members: { id: NodeId; peerUrl: string; clientUrl: string }[];
+  /** Initial members, then the spares that may be added. */
+  private readonly initial: NodeId[];
+  private readonly spares: NodeId[];
+  private readonly pool: NodeId[];
+  private readonly members: NewMember[];
+  private readonly changes: boolean;
   private readonly net: { loss: number; dup: number; delayMinMs: number; delayMaxMs: number; slowChance: number; slowMaxMs: number };
   private readonly fsyncMaxMs: number;
   private readonly faultGapMs: number;
   private readonly cut = new Set<string>();
+  /** Bumped whenever the set of cut links changes. */
+  private cutGen = 0;
   private faultsOn = true;
   private clientsOn = true;
   private readonly clients: ClientState[] = [];
   private readonly history: HistoryRecorder;
   private nextRequest = 1;
+  private nextAdmin = 1;
+  private readonly admin = new Map<string, AdminRequest>();
   private readonly trace: string[] = [];
   private readonly traceMax: number;
   /** Highest acknowledged version per key (clocks of one key must form a chain). */
   private readonly acked = new Map<string, VectorClock>();
   private readonly clockOfVersion = new Map<string, VectorClock>();
+  /** Every decided config entry, by epoch (the first one any node learned). */
+  private readonly decided = new Map<number, LogEntry>();
   private latest: ClusterConfig | null = null;
-  private stats = { events: 0, crashes: 0, pauses: 0, ops: 0, acked: 0, unknown: 0, copies: 0 };
+  /** The simulator's own ring per decided epoch, for its checks. */
+  private readonly rings = new Map<number, Ring>();
+  /** The ring checksum the first node to run an epoch computed for it. */
+  private readonly ringSums = new Map<number, { checksum: string; node: NodeId }>();
+  private readonly retiring = new Set<NodeId>();
+  private stats = {
+    events: 0,
+    crashes: 0,
+    pauses: 0,
+    ops: 0,
+    acked: 0,
+    unknown: 0,
+    copies: 0,
+    proposals: 0,
+    proposalsCutOff: 0,
+    cutOffRejected: 0,
+    committed: 0,
+    refused: 0,
+    unavailable: 0,
+    timeouts: 0,
+    switches: 0,
+    joined: 0,
+    retired: 0,
+  };
 
   constructor(private readonly opts: RepSimOptions) {
     this.prng = createPrng(opts.seed);
     this.traceMax = opts.traceLength ?? 40;
     const p = this.prng;
-    const n = chance(p, 0.7) ? 3 : 4;
-    this.ids = Array.from({ length: n }, (_, i) => nodeId(`n${i + 1}`));
-    this.members = this.ids.map((id) => ({ id, peerUrl: `http://${id}:7380`, clientUrl: `http://${id}:7379` }));
+    const n = chance(p, 0.5) ? 3 : 4;
+    this.initial = Array.from({ length: n }, (_, i) => nodeId(`n${i + 1}`));
+    this.spares = Array.from({ length: sparesPerRun }, (_, i) => nodeId(`n${n + i + 1}`));
+    this.pool = [...this.initial, ...this.spares];
+    this.members = this.initial.map(urls);
+    this.changes = chance(p, 0.75);
     this.net = {
       loss: chance(p, 0.6) ? nextInt(p, 0, 8) / 100 : 0,
       dup: chance(p, 0.5) ? nextInt(p, 0, 5) / 100 : 0,
@@ -193,21 +324,44 @@ class RepSim {
     this.faultGapMs = nextInt(p, 300, 1200);
     this.history = new HistoryRecorder(() => this.now);
     for (let c = 0; c < 3; c++) this.clients.push({ id: c, op: null, handle: null, kind: 'get', attempt: 0, hops: 0, seen: new Map(), counter: 0 });
+    for (const id of this.pool) {
+      this.nodes.set(id, {
+        id,
+        phase: this.initial.includes(id) ? 'live' : 'outside',
+        node: null,
+        incarnation: 0,
+        lost: false,
+        durableMembership: emptyPersistedState(),
+        durableMetas: new Map(),
+        durableRecords: new Map(),
+        wiped: new Map(),
+        liveRecords: new Map(),
+        disk: [],
+        diskBusyUntil: 0,
+        paused: false,
+        frozen: [],
+        pausedAt: 0,
+        requests: new Map(),
+        checkedEpoch: 0,
+      });
+    }
   }
 
   run(): RepSimStats {
     const faultMs = this.opts.faultMs ?? 10_000;
     const settleMs = this.opts.settleMs ?? 20_000;
-    for (const id of this.ids) this.start(id);
+    for (const id of this.initial) this.start(id);
     this.q.push(this.faultGapMs, { kind: 'fault' });
     for (const c of this.clients) this.q.push(nextInt(this.prng, 100, 600), { kind: 'client-next', client: c.id });
     this.runUntil(faultMs);
     this.faultsOn = false;
-    this.cut.clear();
-    this.note('faults stop: heal all, resume all, restart all');
+    this.setCut([]);
+    this.note('faults stop: heal all, resume all, restart every member, stop removed nodes');
     for (const s of this.nodes.values()) {
       if (s.paused) this.resume(s);
-      if (s.node === null) this.start(s.id);
+      if (s.phase !== 'live' || s.node !== null) continue;
+      if (this.isMember(s.id)) this.start(s.id);
+      else this.retire(s);
     }
     const deadline = faultMs + settleMs;
     let settledAtMs = -1;
@@ -228,10 +382,11 @@ class RepSim {
     if (result.ok === false) this.fail(`linearizability: ${formatCheckResult(result)}`);
     return {
       seed: this.opts.seed,
-      nodes: this.ids.length,
+      nodes: this.initial.length,
       ...this.stats,
       epochs: this.latest?.epoch ?? 1,
       settledAtMs,
+      members: this.latest?.members.length ?? 0,
     };
   }
 
@@ -268,7 +423,7 @@ class RepSim {
       case 'tick': {
         const s = this.sim(ev.id);
         if (s.node === null || s.incarnation !== ev.incarnation) return;
-        this.output(s, tickKv(s.node));
+        this.input(s, tickKv);
         this.q.push(this.now + tickMs, ev);
         return;
       }
@@ -276,7 +431,8 @@ class RepSim {
         const s = this.sim(ev.to);
         if (s.node === null || this.isCut(ev.from, ev.to)) return;
         if (!isRepMessage(ev.msg) || ev.msg.type !== 'rep-heartbeat') this.note(`${ev.from}->${ev.to} ${describe(ev.msg)}`);
-        this.output(s, stepKv(s.node, ev.msg));
+        const msg = ev.msg;
+        this.input(s, (n) => stepKv(n, msg));
         return;
       }
       case 'fsync': {
@@ -286,7 +442,7 @@ class RepSim {
       }
       case 'restart': {
         const s = this.sim(ev.id);
-        if (s.node === null && s.incarnation === ev.incarnation && this.faultsOn) this.start(s.id);
+        if (s.node === null && s.incarnation === ev.incarnation && this.faultsOn && s.phase === 'live' && !s.lost) this.start(s.id);
         return;
       }
       case 'resume': {
@@ -294,6 +450,12 @@ class RepSim {
         if (s.paused && s.incarnation === ev.incarnation) this.resume(s);
         return;
       }
+      case 'join-poll':
+        this.joinPoll(this.sim(ev.id));
+        return;
+      case 'retire':
+        this.retire(this.sim(ev.id));
+        return;
       case 'fault':
         if (!this.faultsOn) return;
         this.injectFault();
@@ -321,35 +483,19 @@ class RepSim {
   // -------------------------------------------------------------------------------------
   // Nodes, disks, network
 
+  /** Start (or restart) a node from its durable state; an added node's first config is already there. */
   private start(id: NodeId): void {
-    let s = this.nodes.get(id);
-    if (s === undefined) {
-      s = {
-        id,
-        node: null,
-        incarnation: 0,
-        durableMembership: emptyPersistedState(),
-        durableMetas: new Map(),
-        durableRecords: new Map(),
-        liveRecords: new Map(),
-        disk: [],
-        diskBusyUntil: 0,
-        paused: false,
-        frozen: [],
-        pausedAt: 0,
-        requests: new Map(),
-      };
-      this.nodes.set(id, s);
-    }
-    const fresh = s.incarnation === 0;
+    const s = this.sim(id);
+    const first = s.incarnation === 0;
     s.incarnation += 1;
+    s.lost = false;
+    s.checkedEpoch = 0;
     s.liveRecords = cloneRecords(s.durableRecords);
     const seed = nextU32(this.prng);
-    const sn = s;
     const store: StoreView = {
-      get: (p, key) => sn.liveRecords.get(p)?.get(key),
+      get: (p, key) => s.liveRecords.get(p)?.get(key),
       scan: (p, after, limit) => {
-        const m = sn.liveRecords.get(p);
+        const m = s.liveRecords.get(p);
         if (m === undefined) return [];
         return [...m.keys()]
           .filter((k) => after === null || k > after)
@@ -367,22 +513,31 @@ class RepSim {
           cluster: { replicationFactor: 3, minInSync: 2, partitions: 8, vnodesPerNode: 4 },
           seed,
           checkInvariants: true,
+          // As the runtime does (KvDriver): heartbeats carry the ring checksum of the sender's epoch.
+          ringChecksum: (cfg) => buildRing(cfg).checksum,
         },
         replication: { seed: seed ^ 0x5bd1e995, checkInvariants: true, testOnlyMutation: this.opts.mutation ?? null },
       },
-      { membership: fresh ? null : s.durableMembership, metas: s.durableMetas },
+      { membership: s.durableMembership, metas: s.durableMetas },
       store,
     );
     s.node = node;
-    this.onLearned(currentConfig(node.membership));
-    this.note(`${id} ${fresh ? 'starts' : 'restarts'} at epoch ${currentConfig(node.membership).epoch}`);
-    this.output(s, ready);
+    this.learned(currentEntry(node.membership));
+    this.note(`${id} ${first ? 'starts' : 'restarts'} at epoch ${currentConfig(node.membership).epoch}`);
+    this.output(s, ready, null);
     this.q.push(this.now + nextInt(this.prng, 1, tickMs), { kind: 'tick', id, incarnation: s.incarnation });
+    this.scheduleRetire(s);
   }
 
   private crash(s: SimNode): void {
     this.stats.crashes += 1;
     this.note(`${s.id} CRASHES (drops ${s.disk.length} unsynced batches)`);
+    this.stop(s);
+    this.q.push(this.now + nextInt(this.prng, 50, 2000), { kind: 'restart', id: s.id, incarnation: s.incarnation });
+  }
+
+  /** The process ends: what was not durable is gone. */
+  private stop(s: SimNode): void {
     s.node = null;
     s.disk = [];
     s.paused = false;
@@ -390,7 +545,6 @@ class RepSim {
     s.requests.clear();
     s.incarnation += 1;
     s.liveRecords = cloneRecords(s.durableRecords);
-    this.q.push(this.now + nextInt(this.prng, 50, 2000), { kind: 'restart', id: s.id, incarnation: s.incarnation });
   }
 
   private pause(s: SimNode, ms: number): void {
@@ -406,22 +560,37 @@ class RepSim {
     s.paused = false;
     const missed = Math.floor((this.now - s.pausedAt) / tickMs);
     this.note(`${s.id} RESUMES after ${this.now - s.pausedAt} ms (${missed} ticks)`);
-    for (let i = 0; i < missed && s.node !== null; i++) this.output(s, tickKv(s.node));
+    for (let i = 0; i < missed && s.node !== null; i++) this.input(s, tickKv);
     const frozen = s.frozen;
     s.frozen = [];
     for (const ev of frozen) this.handle(ev);
     if (s.node !== null) this.q.push(this.now + tickMs, { kind: 'tick', id: s.id, incarnation: s.incarnation });
   }
 
+  /** Hand the node one input, remembering the config it held before (see owner-serves). */
+  private input(s: SimNode, f: (node: KvNode) => KvReady): void {
+    const node = s.node!;
+    const before = node.rep.cfg;
+    this.output(s, f(node), before);
+  }
+
   /** Carry out a Ready: persist (visible at once, durable after fsync) -> send -> reply. */
-  private output(s: SimNode, r: KvReady): void {
+  private output(s: SimNode, r: KvReady, before: ClusterConfig | null): void {
     const ops: AnyOp[] = [...r.membership.persist.map((op) => ({ layer: 'm' as const, op })), ...r.rep.persist.map((op) => ({ layer: 'r' as const, op }))];
     for (const e of r.rep.events) {
       this.note(`${s.id} event ${JSON.stringify(e)}`);
       if (e.type === 'version-conflict') this.fail(`conflicts: ${s.id} saw concurrent versions of ${e.key} in partition ${e.partition}`);
       if (e.type === 'copy') this.stats.copies += 1;
     }
-    for (const e of r.membership.events) if (e.type === 'learned') this.onLearned(currentConfig(s.node!.membership));
+    for (const e of r.membership.events) {
+      if (e.type === 'learned') {
+        const entry = s.node!.membership.log.find((x) => x.config.epoch === e.epoch);
+        if (entry !== undefined) this.learned(entry);
+      } else if (e.type === 'ring-mismatch' || e.type === 'conflict') {
+        this.fail(`ring/config: ${s.id} reports ${e.type} with ${e.peer} at epoch ${e.epoch}`);
+      }
+    }
+    this.checkServedReplies(s, r, before);
     for (const a of ops) {
       if (a.layer === 'r') {
         applyRecordOp(s.liveRecords, a.op);
@@ -449,8 +618,10 @@ class RepSim {
       for (const a of b.ops) {
         if (a.layer === 'm') s.durableMembership = applyPersistOp(s.durableMembership, a.op);
         else {
+          if (a.op.kind === 'partition-reset') keepWiped(s, a.op.partition);
           applyRepPersistOp(s.durableMetas, a.op);
           applyRecordOp(s.durableRecords, a.op);
+          if (a.op.kind === 'partition-meta' && a.op.meta.pos !== null) s.wiped.delete(a.op.partition);
         }
       }
       if (b.ready !== null && s.node !== null) this.release(s, b.ready);
@@ -460,6 +631,7 @@ class RepSim {
   private release(s: SimNode, r: KvReady): void {
     for (const env of r.membership.send) this.transmit(s.id, env.to, env.msg);
     for (const env of r.rep.send) this.transmit(s.id, env.to, env.msg);
+    for (const reply of r.membership.replies) this.adminReply(s, reply);
     for (const reply of r.rep.replies) {
       const req = s.requests.get(reply.requestId);
       if (req === undefined) continue;
@@ -481,10 +653,203 @@ class RepSim {
     }
   }
 
-  private onLearned(cfg: ClusterConfig): void {
-    if (this.latest === null || cfg.epoch > this.latest.epoch) {
-      this.latest = cfg;
-      this.note(`epoch ${cfg.epoch}: ${cfg.members.map((m) => `${m.id}:${m.status}`).join(' ')}`);
+  // -------------------------------------------------------------------------------------
+  // Decided configs
+
+  /** A node learned (or started with) a decided entry: agreement, then the first-decision checks. */
+  private learned(entry: LogEntry): void {
+    const e = entry.config.epoch;
+    const known = this.decided.get(e);
+    if (known !== undefined) {
+      if (JSON.stringify(known) !== JSON.stringify(entry)) this.fail(`ring/config: two different configs learned for epoch ${e}`);
+      return;
+    }
+    const problem = validateConfig(entry.config);
+    if (problem !== null) this.fail(`ring/config: epoch ${e} is invalid: ${problem}`);
+    this.decided.set(e, structuredClone(entry));
+    const prev = this.decided.get(e - 1);
+    if (prev !== undefined) this.checkSwitch(prev.config, entry);
+    const req = entry.request === null ? undefined : this.admin.get(entry.request.requestId);
+    if (req !== undefined && req.to === entry.request?.origin && req.cutOff && req.cutGen === this.cutGen) {
+      this.fail(`minority: ${describeChange(req.change)}, sent to ${req.to} while it was cut off from every quorum, was decided in epoch ${e} while that partition stands`);
+    }
+    if (this.latest === null || e > this.latest.epoch) {
+      this.latest = entry.config;
+      this.note(`epoch ${e} (${describeChange(entry.change)}): ${entry.config.members.map((m) => `${m.id}:${m.status}${m.placement === 'owner' ? '' : `/${m.placement}`}`).join(' ')}`);
+      for (const s of this.nodes.values()) this.scheduleRetire(s);
+    }
+  }
+
+  /**
+   * switch: the members that epoch `entry` makes new owners of a partition must already hold
+   * every acknowledged write of it on disk (they were confirmed learners in the epoch before).
+   */
+  private checkSwitch(prev: ClusterConfig, entry: LogEntry): void {
+    const cfg = entry.config;
+    const before = this.ringOf(prev);
+    const after = this.ringOf(cfg);
+    let switched = false;
+    for (let p = 0; p < cfg.partitions && !switched; p++) {
+      switched = after.preference(p as PartitionId).some((id) => !before.preference(p as PartitionId).includes(id));
+    }
+    if (!switched) return;
+    this.stats.switches += 1;
+    for (const [key, clock] of this.acked) {
+      const p = partitionOf(key, cfg.partitions);
+      for (const id of after.preference(p)) {
+        if (before.preference(p).includes(id) || this.holds(id, p, key, clock)) continue;
+        this.fail(`switch: epoch ${cfg.epoch} (${describeChange(entry.change)}) makes ${id} an owner of partition ${p}, but ${id} does not hold the acknowledged version of ${key} on disk`);
+      }
+    }
+  }
+
+  private ringOf(cfg: ClusterConfig): Ring {
+    let r = this.rings.get(cfg.epoch);
+    if (r === undefined) {
+      r = buildRing(cfg);
+      this.rings.set(cfg.epoch, r);
+    }
+    return r;
+  }
+
+  private isMember(id: NodeId): boolean {
+    return this.latest !== null && isMember(this.latest, id);
+  }
+
+  /** A started node that is no longer a member keeps running as a non-member for a while, then stops. */
+  private scheduleRetire(s: SimNode): void {
+    if (s.phase !== 'live' || this.isMember(s.id) || this.retiring.has(s.id)) return;
+    this.retiring.add(s.id);
+    this.q.push(this.now + nextInt(this.prng, 1000, 4000), { kind: 'retire', id: s.id });
+  }
+
+  private retire(s: SimNode): void {
+    if (s.phase !== 'live' || this.isMember(s.id)) return;
+    this.note(`${s.id} (removed from the cluster) stops for good`);
+    this.stats.retired += 1;
+    this.stop(s);
+    s.phase = 'retired';
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Membership changes
+
+  /** A node being added polls a member for the latest decided entry, and starts once it is listed (join.ts). */
+  private joinPoll(s: SimNode): void {
+    if (s.phase !== 'joining') return;
+    const cfg = this.latest!;
+    const contacts = cfg.members.map((m) => this.sim(m.id)).filter((c) => c.id !== s.id && c.node !== null && !c.paused && !this.isCut(s.id, c.id));
+    if (contacts.length > 0) {
+      const c = pick(this.prng, contacts);
+      const entry = currentEntry(c.node!.membership);
+      if (isMember(entry.config, s.id)) {
+        s.durableMembership = applyPersistOp(emptyPersistedState(), { kind: 'config', entry: structuredClone(entry) });
+        s.phase = 'live';
+        this.stats.joined += 1;
+        this.note(`${s.id} fetched epoch ${entry.config.epoch} from ${c.id}, which lists it: it starts`);
+        this.start(s.id);
+        return;
+      }
+    }
+    this.q.push(this.now + joinPollMs, { kind: 'join-poll', id: s.id });
+  }
+
+  private changeMembership(): void {
+    const p = this.prng;
+    const cfg = this.latest!;
+    const owners = cfg.members.filter((m) => m.placement === 'owner').map((m) => this.sim(m.id));
+    const roll = nextInt(p, 0, 99);
+    const spare = this.spares.map((id) => this.sim(id)).find((s) => (s.phase === 'outside' || s.phase === 'joining') && !isMember(cfg, s.id));
+    if (roll < 40 && spare !== undefined) {
+      // The operator starts the new node and adds it (a retry if it is already waiting).
+      if (spare.phase === 'outside') {
+        spare.phase = 'joining';
+        this.q.push(this.now + nextInt(p, 0, 2 * joinPollMs), { kind: 'join-poll', id: spare.id });
+      }
+      this.proposeChange({ kind: 'add', member: urls(spare.id) });
+    } else if (roll < 65) {
+      if (owners.length > 0) this.proposeChange({ kind: 'decommission', id: pick(p, owners).id });
+    } else if (roll < 85) {
+      // Removal of a dead node: decommission a member that is down (crash one if none is).
+      const dead = owners.filter((s) => s.node === null);
+      const live = owners.filter((s) => s.node !== null);
+      const target = dead.length > 0 ? pick(p, dead) : live.length > 0 ? pick(p, live) : null;
+      if (target === null) return;
+      if (target.node !== null) this.crash(target);
+      if (chance(p, 0.5)) {
+        target.lost = true;
+        this.note(`${target.id} is gone: it stays down until faults stop`);
+      }
+      this.proposeChange({ kind: 'decommission', id: target.id });
+    } else {
+      const incoming = cfg.members.find((m) => m.placement === 'incoming');
+      if (roll < 92 && incoming !== undefined) this.proposeChange({ kind: 'remove', id: incoming.id });
+      // Illegal for an owner (it is decommissioned, not removed); but if it is outgoing by the
+      // time the leader gets to it, this ends its decommission (seed 1293 of 1..2000).
+      else if (roll < 96 && owners.length > 0) this.proposeChange({ kind: 'remove', id: pick(p, owners).id });
+      else this.proposeChange({ kind: 'noop' });
+    }
+  }
+
+  /** Send an admin proposal to a running member; while a partition stands, half of them to a node cut off from every quorum. */
+  private proposeChange(change: ConfigChange): void {
+    const p = this.prng;
+    const cfg = this.latest!;
+    const running = cfg.members.map((m) => this.sim(m.id)).filter((s) => s.node !== null && !s.paused);
+    if (running.length === 0) return;
+    const cutOff = running.filter((s) => this.cutOffFromQuorum(s.id, cfg));
+    const target = cutOff.length > 0 && chance(p, 0.5) ? pick(p, cutOff) : pick(p, running);
+    const isCutOff = cutOff.includes(target);
+    const requestId = `m${this.nextAdmin++}`;
+    this.admin.set(requestId, { change, to: target.id, cutGen: this.cutGen, cutOff: isCutOff });
+    this.stats.proposals += 1;
+    if (isCutOff) this.stats.proposalsCutOff += 1;
+    this.note(`admin -> ${target.id} ${requestId} ${describeChange(change)}${isCutOff ? ' (cut off from every quorum)' : ''}`);
+    this.input(target, (n) => proposeKv(n, change, requestId));
+  }
+
+  /**
+   * Can nothing `id` proposes be decided while the current cut stands? A proposal goes at
+   * most one hop (to the leader), and the leader's accepts one more: it is hopeless when no
+   * node connected to `id` has direct links to a majority of the voters.
+   */
+  private cutOffFromQuorum(id: NodeId, cfg: ClusterConfig): boolean {
+    if (this.cut.size === 0) return false;
+    const voters = cfg.members.map((m) => m.id);
+    const need = majority(voters.length);
+    const seen = new Set<NodeId>([id]);
+    const stack = [id];
+    for (let a = stack.pop(); a !== undefined; a = stack.pop()) {
+      for (const b of this.pool) {
+        if (seen.has(b) || this.isCut(a, b)) continue;
+        seen.add(b);
+        stack.push(b);
+      }
+    }
+    for (const l of seen) if (voters.filter((v) => v === l || !this.isCut(l, v)).length >= need) return false;
+    return true;
+  }
+
+  private adminReply(s: SimNode, reply: AdminReply): void {
+    const req = this.admin.get(reply.requestId);
+    if (req === undefined || req.to !== s.id) return;
+    const r = reply.result;
+    this.note(`admin <- ${s.id} ${reply.requestId} ${describeChange(req.change)}: ${JSON.stringify(r)}`);
+    if (req.cutOff && req.cutGen === this.cutGen) {
+      if (r.status === 'committed') this.fail(`minority: ${s.id} answered ${describeChange(req.change)} committed, cut off from every quorum since it was sent`);
+      // A leader that has not stepped down yet judges the change against its own, possibly stale, config.
+      if (r.status === 'rejected') this.stats.cutOffRejected += 1;
+    }
+    if (r.status === 'rejected') this.stats.refused += 1;
+    else if (r.status === 'unavailable') {
+      if (r.reason === 'timeout') this.stats.timeouts += 1;
+      else this.stats.unavailable += 1;
+    } else {
+      this.stats.committed += 1;
+      const entry = this.decided.get(r.epoch);
+      if (entry?.request?.requestId !== reply.requestId || entry.request.origin !== s.id) {
+        this.fail(`minority: ${s.id} answered ${reply.requestId} committed in epoch ${r.epoch}, but that epoch decided ${entry === undefined ? 'nothing known' : describeChange(entry.change)}`);
+      }
     }
   }
 
@@ -495,35 +860,45 @@ class RepSim {
     const p = this.prng;
     const all = [...this.nodes.values()];
     const up = all.filter((s) => s.node !== null && !s.paused);
-    const down = all.filter((s) => s.node === null);
+    const down = all.filter((s) => s.phase === 'live' && s.node === null && !s.lost);
     const roll = nextInt(p, 0, 99);
-    if (roll < 22) {
+    if (roll < 20) {
       if (up.length > 0) this.crash(pick(p, up));
-    } else if (roll < 34) {
+    } else if (roll < 31) {
       if (down.length > 0) this.start(pick(p, down).id);
-    } else if (roll < 50) {
+    } else if (roll < 45) {
       this.partition();
-    } else if (roll < 64) {
-      this.cut.clear();
+    } else if (roll < 57) {
+      this.setCut([]);
       this.note('heal');
-    } else if (roll < 84) {
+    } else if (roll < 75) {
       // Prefer pausing a node that is serving something: the SIGSTOP'd primary case.
       const serving = up.filter((s) => s.node !== null && s.node.rep.partitions.some((ps) => canServe(s.node!.rep, ps.id)));
       const target = serving.length > 0 && chance(p, 0.8) ? pick(p, serving) : up.length > 0 ? pick(p, up) : null;
       if (target !== null) this.pause(target, nextInt(p, 200, 3000));
+    } else if (this.changes) {
+      this.changeMembership();
     }
   }
 
   private partition(): void {
     const p = this.prng;
-    this.cut.clear();
-    const groups = this.ids.map(() => nextInt(p, 0, 1));
-    for (let i = 0; i < this.ids.length; i++) {
-      for (let j = i + 1; j < this.ids.length; j++) {
-        if (groups[i] !== groups[j] || chance(p, 0.1)) this.cut.add(linkKey(this.ids[i]!, this.ids[j]!));
+    const ids = this.pool;
+    const groups = ids.map(() => nextInt(p, 0, 1));
+    const links: string[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      for (let j = i + 1; j < ids.length; j++) {
+        if (groups[i] !== groups[j] || chance(p, 0.1)) links.push(linkKey(ids[i]!, ids[j]!));
       }
     }
-    this.note(`partition: cut ${[...this.cut].join(' ') || '(nothing)'}`);
+    this.setCut(links);
+    this.note(`partition: cut ${links.join(' ') || '(nothing)'}`);
+  }
+
+  private setCut(links: readonly string[]): void {
+    this.cut.clear();
+    for (const l of links) this.cut.add(l);
+    this.cutGen += 1;
   }
 
   private isCut(a: NodeId, b: NodeId): boolean {
@@ -567,7 +942,8 @@ class RepSim {
     c.hops = 0;
     c.handle = this.history.invoke(c.id, key, input);
     this.stats.ops += 1;
-    this.clientSend(c, pick(p, this.ids));
+    // Any node the client may know of: members, and removed nodes until they stop.
+    this.clientSend(c, pick(p, this.pool.filter((id) => this.sim(id).phase === 'live')));
   }
 
   private clientSend(c: ClientState, to: NodeId): void {
@@ -579,11 +955,12 @@ class RepSim {
   private clientArrive(client: number, attempt: number, to: NodeId): void {
     const c = this.clients[client]!;
     const s = this.sim(to);
-    if (c.op === null || s.node === null) return; // lost: the client times out
+    const op = c.op;
+    if (op === null || s.node === null) return; // lost: the client times out
     const requestId = `q${this.nextRequest++}`;
-    s.requests.set(requestId, { client, attempt });
-    this.note(`client ${client} -> ${to} ${requestId} op #${c.handle?.id} ${c.kind} ${c.op.key}`);
-    this.output(s, submitKv(s.node, requestId, c.op));
+    s.requests.set(requestId, { client, attempt, key: op.key });
+    this.note(`client ${client} -> ${to} ${requestId} op #${c.handle?.id} ${c.kind} ${op.key}`);
+    this.input(s, (n) => submitKv(n, requestId, op));
   }
 
   private clientReply(client: number, attempt: number, from: NodeId, r: ClientResult): void {
@@ -658,38 +1035,127 @@ class RepSim {
     this.checkAckedDurable();
   }
 
+  /**
+   * owner-serves, for answers: a strong read or a write answered (ok, not_found,
+   * precondition_failed) comes from the partition's primary in the node's config before or
+   * after the input that produced it (a reply can precede a config change in one Ready).
+   */
+  private checkServedReplies(s: SimNode, r: KvReady, before: ClusterConfig | null): void {
+    const after = s.node!.rep.cfg;
+    for (const reply of r.rep.replies) {
+      const st = reply.result.status;
+      if (st !== 'ok' && st !== 'not_found' && st !== 'precondition_failed') continue;
+      const req = s.requests.get(reply.requestId);
+      if (req === undefined) continue;
+      const cfgs = [before, after].filter((c): c is ClusterConfig => c !== null);
+      const p = partitionOf(req.key, cfgs[0]!.partitions);
+      if (cfgs.some((c) => this.ringOf(c).primaryOf(p) === s.id)) continue;
+      this.fail(`owner-serves: ${s.id} answered ${st} for ${req.key} (partition ${p}) without being its primary in epoch ${cfgs.map((c) => c.epoch).join(' or ')}`);
+    }
+  }
+
   private checkInvariants(): void {
-    // single-server
     const servers = new Map<number, NodeId>();
     for (const s of this.nodes.values()) {
-      if (s.node === null || s.paused) continue;
-      for (const ps of s.node.rep.partitions) {
-        if (!canServe(s.node.rep, ps.id)) continue;
+      if (s.node === null) continue;
+      const rep = s.node.rep;
+      this.checkConfigAndRing(s);
+      this.checkDropped(s);
+      if (s.paused) continue;
+      for (const ps of rep.partitions) {
+        if (!canServe(rep, ps.id)) continue;
+        if (rep.ring?.primaryOf(ps.id) !== s.id) this.fail(`owner-serves: ${s.id} can serve partition ${ps.id} but is not its primary in epoch ${rep.cfg?.epoch}`);
         const other = servers.get(ps.id);
         if (other !== undefined) this.fail(`single-server: ${other} and ${s.id} can both serve partition ${ps.id}`);
         servers.set(ps.id, s.id);
       }
     }
     this.checkAckedDurable();
+    this.checkMinCopies();
+  }
+
+  /** ring/config: a node runs decided configs only, equal to everyone's, and computes the same ring for each. */
+  private checkConfigAndRing(s: SimNode): void {
+    const { cfg, ring } = s.node!.rep;
+    if (cfg === null || ring === null || cfg.epoch === s.checkedEpoch) return;
+    s.checkedEpoch = cfg.epoch;
+    const entry = this.decided.get(cfg.epoch);
+    if (entry === undefined || JSON.stringify(entry.config) !== JSON.stringify(cfg)) {
+      this.fail(`ring/config: ${s.id} runs a config for epoch ${cfg.epoch} that differs from the decided one`);
+    }
+    const first = this.ringSums.get(cfg.epoch);
+    if (first === undefined) this.ringSums.set(cfg.epoch, { checksum: ring.checksum, node: s.id });
+    else if (first.checksum !== ring.checksum) {
+      this.fail(`ring/config: ${s.id} computes ring ${ring.checksum} for epoch ${cfg.epoch}, ${first.node} computed ${first.checksum}`);
+    }
+  }
+
+  /** dropped: a node keeps records only of partitions it owns or learns in its own config (rule 6). */
+  private checkDropped(s: SimNode): void {
+    const { cfg, ring, partitions } = s.node!.rep;
+    if (cfg === null || ring === null) return;
+    for (const ps of partitions) {
+      // A future owner keeps what it copied while it is down (it is still in learners).
+      if (ps.role === 'learner' || ring.preference(ps.id).includes(s.id) || ring.learners(ps.id).includes(s.id)) continue;
+      const held = s.liveRecords.get(ps.id)?.size ?? 0;
+      if (held > 0) this.fail(`dropped: ${s.id} neither owns nor learns partition ${ps.id} in epoch ${cfg.epoch} but still holds ${held} record(s)`);
+    }
+  }
+
+  private holds(id: NodeId, p: PartitionId, key: string, clock: VectorClock): boolean {
+    const rec = this.sim(id).durableRecords.get(p)?.get(key);
+    return rec !== undefined && descends(rec.clock, clock);
   }
 
   private checkAckedDurable(): void {
     const cfg = this.latest;
     if (cfg === null || this.acked.size === 0) return;
-    const ring = buildRing(cfg);
+    const ring = this.ringOf(cfg);
     for (const [key, clock] of this.acked) {
       const p = partitionOf(key, cfg.partitions);
       for (const id of ring.preference(p)) {
         if (cfg.members.find((m) => m.id === id)?.status !== 'active') continue;
-        const s = this.sim(id);
-        const meta = s.durableMetas.get(p);
+        const meta = this.sim(id).durableMetas.get(p);
         if (meta !== undefined && meta.pos === null) continue; // mid-copy
-        const rec = s.durableRecords.get(p)?.get(key);
-        if (rec === undefined || !descends(rec.clock, clock)) {
+        if (!this.holds(id, p, key, clock)) {
           this.fail(`acked-durable: ${id} (active in epoch ${cfg.epoch}) lacks the acknowledged version of ${key} on disk`);
         }
       }
     }
+  }
+
+  /**
+   * min-copies: in the latest decided config, every acknowledged write is on the disk of at
+   * least minInSync of its partition's owners: the preference list (whatever the status: a
+   * crashed member's disk keeps its copy) and the learners (future owners, which hold what
+   * they were confirmed for in an earlier epoch and keep receiving; the continuing primary
+   * confirms them again only after it adopted the new epoch). Only what is on disk counts.
+   */
+  private checkMinCopies(): void {
+    const cfg = this.latest;
+    if (cfg === null || this.acked.size === 0) return;
+    const ring = this.ringOf(cfg);
+    for (const [key, clock] of this.acked) {
+      const p = partitionOf(key, cfg.partitions);
+      const owners = [...ring.preference(p), ...ring.learners(p)];
+      const holders = owners.filter((id) => this.holds(id, p, key, clock) || this.heldBeforeWipe(id, p, key, clock));
+      if (holders.length < cfg.minInSync) {
+        this.fail(`min-copies: in epoch ${cfg.epoch} the acknowledged version of ${key} (partition ${p}) is on the disk of ${holders.length} of its owners and learners [${owners.join(',')}] (${holders.join(',') || 'none'}), fewer than minInSync=${cfg.minInSync}`);
+      }
+    }
+  }
+
+  /**
+   * A member in the middle of a full copy (durable position null) that wiped a copy holding
+   * the write: the core re-fetches its log from a holder, so it is not a copy lost by a
+   * premature drop. It is, however, a window with fewer than minInSync copies on disk (a
+   * disk lost then would lose the write); docs/replication.md's staging-copy idea closes it.
+   */
+  private heldBeforeWipe(id: NodeId, p: PartitionId, key: string, clock: VectorClock): boolean {
+    const s = this.sim(id);
+    if (s.durableMetas.get(p)?.pos !== null) return false;
+    const rec = s.wiped.get(p)?.get(key);
+    return rec !== undefined && descends(rec.clock, clock);
   }
 
   private notConverged(): string | null {
@@ -697,8 +1163,9 @@ class RepSim {
     if (cfg === null) return 'no config';
     for (const m of cfg.members) {
       const s = this.sim(m.id);
-      if (s.node === null) return `${m.id} down`;
+      if (s.node === null) return `${m.id} ${s.phase === 'joining' ? 'has not started (no config listing it fetched yet)' : 'down'}`;
       if (m.status !== 'active') return `${m.id} is ${m.status} in epoch ${cfg.epoch}`;
+      if (m.placement !== 'owner') return `${m.id} is ${m.placement} in epoch ${cfg.epoch}: the move has not finished`;
       if (currentConfig(s.node.membership).epoch !== cfg.epoch) return `${m.id} lags`;
     }
     for (let p = 0; p < cfg.partitions; p++) {
@@ -712,10 +1179,15 @@ class RepSim {
   /** Per-node replication state, for liveness failures. */
   private dump(): string {
     const lines: string[] = [];
+    const cfg = this.latest;
+    if (cfg !== null) lines.push(`latest epoch ${cfg.epoch}: ${cfg.members.map((m) => `${m.id}:${m.status}/${m.placement}`).join(' ')}`);
     for (const s of this.nodes.values()) {
-      if (s.node === null) continue;
+      if (s.node === null) {
+        lines.push(`${s.id} ${s.phase}, not running`);
+        continue;
+      }
       const rep = s.node.rep;
-      lines.push(`${s.id} epoch ${rep.cfg?.epoch} now ${rep.now}`);
+      lines.push(`${s.id} ${s.phase} epoch ${rep.cfg?.epoch} now ${rep.now}`);
       for (const ps of rep.partitions) {
         const pr = ps.primary;
         const f = pr === null ? '' : [...pr.followers.values()].map((x) => `${x.id}{sync:${x.syncOk} str:${x.streaming} cu:${x.caughtUp} ack:${x.acked} mode:${x.catchupMode}}`).join(' ');
@@ -734,8 +1206,12 @@ class RepSim {
     if (this.trace.length > this.traceMax * 2) this.trace.splice(0, this.trace.length - this.traceMax);
   }
 
+  /** Fails the seed: the invariant, every decided config change (the trace may not reach back to them), the last events. */
   private fail(invariant: string): never {
-    throw new RepSimViolation(this.opts.seed, invariant, this.trace.slice(-this.traceMax).join('\n'));
+    const changes = [...this.decided.values()]
+      .filter((e) => e.config.epoch > 1)
+      .map((e) => `e${e.config.epoch} ${describeChange(e.change)}${e.request === null ? '' : ` (${e.request.requestId} via ${e.request.origin})`}`);
+    throw new RepSimViolation(this.opts.seed, invariant, [`decided: ${changes.join(', ') || 'nothing'}`, ...this.trace.slice(-this.traceMax)].join('\n'));
   }
 
   private sim(id: NodeId): SimNode {
@@ -743,6 +1219,19 @@ class RepSim {
     if (s === undefined) throw new Error(`unknown node ${id}`);
     return s;
   }
+}
+
+function urls(id: NodeId): NewMember {
+  return { id, peerUrl: `http://${id}:7380`, clientUrl: `http://${id}:7379` };
+}
+
+/** A partition-reset is about to reach the disk: remember what it erases (merged over earlier wipes of the same copy). */
+function keepWiped(s: SimNode, p: number): void {
+  const held = s.durableRecords.get(p);
+  if (held === undefined) return;
+  const w = s.wiped.get(p) ?? new Map<string, KvRecord>();
+  for (const [k, r] of held) w.set(k, r);
+  s.wiped.set(p, w);
 }
 
 function applyRecordOp(records: Records, op: RepPersistOp): void {
