@@ -87,15 +87,19 @@ async function finish(e: ElasticCluster, w: Workload, run: Promise<void>, label:
 
 describe('elastic membership under load (real processes)', () => {
   let e: ElasticCluster | null = null;
+  let w: Workload | null = null;
   afterEach(async () => {
+    w?.stop(); // a failed test must not leave its clients running
     await e?.stop();
     e = null;
+    w = null;
   });
 
   it('grows 3 -> 4 -> 5 and shrinks 5 -> 3 with nothing lost', { timeout: 240_000 }, async () => {
-    e = new ElasticCluster(await LocalCluster.start(3, 2));
-    await preload(e);
-    const w = new Workload(e, { keys: WORKLOAD_KEYS, durationMs: 600_000, targets: () => e!.ids() });
+    const el = new ElasticCluster(await LocalCluster.start(3, 2));
+    e = el;
+    await preload(el);
+    w = new Workload(el, { keys: WORKLOAD_KEYS, durationMs: 600_000, targets: () => el.ids() });
     const run = w.run();
     await sleep(1000);
     const times: Record<string, number> = {};
@@ -105,7 +109,9 @@ describe('elastic membership under load (real processes)', () => {
     e.spawn('n5');
     const first = await e.add('n5');
     expect(first.status).toBe(200);
-    const second = await e.remove('n1');
+    // 503/504 (no quorum answer in time on a busy machine) decide nothing: ask again.
+    let second = await e.remove('n1');
+    for (let i = 0; i < 5 && (second.status === 503 || second.status === 504); i++) second = await e.remove('n1');
     expect(second.status).toBe(409);
     expect(JSON.stringify(second.body)).toContain('n5 is being added');
     const t5 = performance.now();
@@ -120,9 +126,10 @@ describe('elastic membership under load (real processes)', () => {
   });
 
   it('resumes a transfer after kill -9 of the receiver, and restores RF after removing a dead node', { timeout: 240_000 }, async () => {
-    e = new ElasticCluster(await LocalCluster.start(3, 1));
-    await preload(e);
-    const w = new Workload(e, { keys: WORKLOAD_KEYS, durationMs: 600_000, targets: () => e!.ids() });
+    const el = new ElasticCluster(await LocalCluster.start(3, 1));
+    e = el;
+    await preload(el);
+    w = new Workload(el, { keys: WORKLOAD_KEYS, durationMs: 600_000, targets: () => el.ids() });
     const run = w.run();
     // n4 receives its ~200 KiB at 16 KiB/s: the kill lands in the middle of the copy.
     e.spawn('n4', { limits: { transferBytesPerSecond: 16 * 1024 } });
@@ -140,8 +147,8 @@ describe('elastic membership under load (real processes)', () => {
     expect(move!.partitionCopiesConfirmed).toBeLessThan(move!.partitionCopies); // mid-transfer
     // The operator's view of the same move.
     const status = spawnSync(process.execPath, [MAIN, 'cluster', 'status', '--endpoints', e.client('n1')], { encoding: 'utf8', timeout: 10_000 });
-    expect(status.stdout).toMatch(/n4\s+\S+ \(being added\)/);
-    expect(status.stdout).toMatch(/moving: adding n4: \d+ partitions change owners; \d+\/\d+ new copies confirmed, \d+ keys/);
+    expect(status.stdout, status.stdout).toMatch(/n4\s.*\(being added\)/);
+    expect(status.stdout, status.stdout).toMatch(/moving: adding n4: \d+ partitions change owners; \d+\/\d+ new copies confirmed, \d+ keys/);
     await e.kill9('n4');
     const killedAt = `${move!.keysCopied} keys copied, ${move!.partitionCopiesConfirmed}/${move!.partitionCopies} partitions confirmed`;
     await sleep(1500);
