@@ -598,7 +598,8 @@ export function tick(rep: Replication): RepReady {
   const out = newReady();
   rep.now += 1;
   if (rep.cfg === null) return out;
-  const burst = Math.max(rep.copyBytesPerTick * replicationLimits.copyBurstTicks, replicationLimits.copyChunkBytesMax);
+  // The budget may go negative (a chunk is counted when it arrives): no chunk-size floor.
+  const burst = rep.copyBytesPerTick * replicationLimits.copyBurstTicks;
   rep.copyBudget = Math.min(burst, rep.copyBudget + rep.copyBytesPerTick);
   // A grant is valid while now < until: it lapses on exactly one tick.
   for (const [peer, until] of rep.leaseUntil) if (until === rep.now) out.events.push({ type: 'lease-expired', peer });

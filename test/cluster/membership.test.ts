@@ -175,18 +175,8 @@ describe('5-node cluster: quorum', () => {
     const again = await fetch(`${c.client('n3')}/v1/cluster/members/n5`, { method: 'DELETE' });
     expect(again.status).toBe(409);
     expect(((await again.json()) as { error: { code: string; message: string } }).error.message).toMatch(/n5 is already being decommissioned/);
-    const gone = await c.waitFor('n1', (x) => !x.members.some((m) => m.id === 'n5'), 30_000);
-    expect(gone.epoch).toBeGreaterThan(removed.epoch);
-    const add = await fetch(`${c.client('n2')}/v1/cluster/members`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ id: 'n5', peer: c.peer('n5'), client: c.client('n5') }),
-    });
-    expect(add.status).toBe(200);
-    const added = (await add.json()) as { epoch: number };
-    expect(added.epoch).toBeGreaterThan(gone.epoch);
-    const after = await c.waitFor('n1', (x) => x.epoch >= added.epoch, 3000);
-    expect(after.members.map((m) => m.id)).toEqual(['n1', 'n2', 'n3', 'n4', 'n5']);
+    // (The removal itself waits until n5's partitions have new holders; with n4 dead too,
+    // that is until n4 returns: docs/rebalancing.md.)
   });
 
   it('with 3 of 5 killed, admin changes answer 503 quickly and never hang', async () => {
@@ -204,7 +194,8 @@ describe('5-node cluster: quorum', () => {
     // Right after the kill the survivors do not know yet: the request may wait for its
     // timeout, but it still ends in bounded time (504: the outcome is unknown).
     const early = await propose('n1');
-    expect([503, 504]).toContain(early.status);
+    // 409 if the leader still hears a majority and refuses the add (n5's decommission is in progress).
+    expect([409, 503, 504]).toContain(early.status);
     expect(early.ms).toBeLessThan(3500);
     // Once n3 is suspected, a node that cannot hear a majority answers 503 at once.
     await new Promise((r) => setTimeout(r, 1500));
