@@ -1,5 +1,7 @@
-// Outbound peer traffic: one undici keep-alive pool per peer, protocol messages batched
-// per peer and flushed once per event-loop turn.
+// Outbound peer traffic: two undici keep-alive pools per peer. Protocol messages are
+// batched per peer, flushed once per event-loop turn, and sent one POST at a time on a
+// connection of their own, so heartbeats and lease renewals never queue behind forwarded
+// client requests or bulk admin calls (which use the other pool).
 //
 // `send` is best-effort: a message may be dropped (full queue, dead peer, timeout) and
 // the protocol retries on its own (heartbeats, Paxos retransmission). Nothing here waits
@@ -13,12 +15,15 @@ import { peerHeaders } from './peer-auth.js';
 export const peerQueueMax = 1024;
 /** Messages in one POST. */
 export const peerBatchMax = 256;
-/** Connections per peer pool. */
+/** Connections per peer for request/response calls (forwarded requests, admin calls). */
 export const peerConnectionsMax = 8;
 
 export const MESSAGES_PATH = '/peer/v1/messages';
 
 interface PeerChannel {
+  /** Protocol messages: one POST in flight at a time, so one connection. */
+  readonly messages: Pool;
+  /** Request/response calls. */
   readonly pool: Pool;
   queue: unknown[];
   inflight: boolean;
@@ -41,14 +46,15 @@ export class PeerTransport {
   private channel(url: string): PeerChannel {
     let ch = this.peers.get(url);
     if (!ch) {
+      const options = {
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+        connectTimeout: Math.min(this.timeoutMs, 2000),
+        keepAliveTimeout: 30_000,
+      };
       ch = {
-        pool: new Pool(url, {
-          connections: peerConnectionsMax,
-          headersTimeout: this.timeoutMs,
-          bodyTimeout: this.timeoutMs,
-          connectTimeout: Math.min(this.timeoutMs, 2000),
-          keepAliveTimeout: 30_000,
-        }),
+        messages: new Pool(url, { ...options, connections: 1 }),
+        pool: new Pool(url, { ...options, connections: peerConnectionsMax }),
         queue: [],
         inflight: false,
         dropped: 0,
@@ -82,7 +88,7 @@ export class PeerTransport {
     ch.inflight = true;
     const batch = ch.queue.splice(0, peerBatchMax);
     try {
-      const res = await ch.pool.request({
+      const res = await ch.messages.request({
         method: 'POST',
         path: MESSAGES_PATH,
         headers: { ...peerHeaders(this.secret, this.clusterName, this.self), 'content-type': 'application/json' },
@@ -99,10 +105,20 @@ export class PeerTransport {
     }
   }
 
-  /** A request/response call on the peer API (forwarded client requests, admin calls). */
+  /**
+   * A request/response call on the peer API (forwarded client requests, admin calls).
+   * `signal` abandons the call (undici rejects with an AbortError).
+   */
   async request(
     url: string,
-    opts: { method: 'GET' | 'PUT' | 'DELETE' | 'POST'; path: string; headers?: Record<string, string>; body?: Buffer | string; timeoutMs?: number },
+    opts: {
+      method: 'GET' | 'PUT' | 'DELETE' | 'POST';
+      path: string;
+      headers?: Record<string, string>;
+      body?: Buffer | string;
+      timeoutMs?: number;
+      signal?: AbortSignal;
+    },
   ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
     const ch = this.channel(url);
     const res = await ch.pool.request({
@@ -112,13 +128,14 @@ export class PeerTransport {
       body: opts.body,
       headersTimeout: opts.timeoutMs ?? this.timeoutMs,
       bodyTimeout: opts.timeoutMs ?? this.timeoutMs,
+      ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
     });
     return { status: res.statusCode, headers: res.headers, body: Buffer.from(await res.body.arrayBuffer()) };
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all([...this.peers.values()].map((ch) => ch.pool.destroy()));
+    await Promise.all([...this.peers.values()].flatMap((ch) => [ch.messages.destroy(), ch.pool.destroy()]));
     this.peers.clear();
   }
 }

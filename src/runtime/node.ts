@@ -119,8 +119,8 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     void close();
   });
   const lister = new ClusterKv(id, driver, local, transport, config.timing.requestTimeoutMs, logger);
-  const kv = new ReplicatedKv(id, driver, lister, transport, config.timing.requestTimeoutMs, logger, true);
-  const primaryKv = new ReplicatedKv(id, driver, null, transport, config.timing.requestTimeoutMs, logger, false);
+  const kv = new ReplicatedKv(id, driver, lister, transport, config.timing.requestTimeoutMs, config.timing.leaseMs, logger, true);
+  const primaryKv = new ReplicatedKv(id, driver, null, transport, config.timing.requestTimeoutMs, config.timing.leaseMs, logger, false);
   const guard = new PrimaryGuard(id, driver, local);
   metrics.replication = () => {
     const cfg = driver.config();

@@ -5,6 +5,12 @@
 // peer API, where the primary submits it to its own core (PrimaryOnlyKv). A primary that
 // disagrees answers 421; the forwarder waits briefly for a newer config and retries once.
 //
+// A forward goes only to a primary heard from (heartbeats) within the lease: one silent
+// for longer cannot hold a lease from this node, and on the minority side of a partition
+// the request would only hang, so it is answered 503 at once. A forward in flight is
+// abandoned as soon as its primary falls silent for that long: a read then answers 503
+// (no effect), a write 504 (it may have reached the primary).
+//
 // Results: ok -> 200/201/204 with the version; not_found -> 404; precondition_failed ->
 // 412; unavailable -> 503 + Retry-After (no effect); timeout -> 504 (outcome unknown).
 
@@ -68,6 +74,8 @@ export class ReplicatedKv implements KvService {
     private readonly lister: ClusterKv | null,
     private readonly transport: PeerTransport,
     private readonly timeoutMs: number,
+    /** A forward needs its primary heard from within this long (timing.leaseMs). */
+    private readonly leaseMs: number,
     private readonly log: Logger,
     private readonly forward: boolean,
   ) {}
@@ -81,8 +89,8 @@ export class ReplicatedKv implements KvService {
         if (r.status === 'not_found') return { found: false, servedBy: this.self };
         throw new ApiError('internal', `unexpected result ${r.status} for a get`);
       },
-      async (url) => {
-        const res = await this.call(url, 'GET', key, consistency === 'stale' ? '?consistency=stale' : '', {}, undefined, true);
+      async (url, signal) => {
+        const res = await this.call(url, 'GET', key, consistency === 'stale' ? '?consistency=stale' : '', {}, undefined, true, signal);
         if (res.status === 200) return { found: true, value: res.body, version: etagOf(res.headers), servedBy: servedBy(res.headers) };
         if (res.status === 404 && errorOf(res.body)?.code === 'not_found') return { found: false, servedBy: servedBy(res.headers) };
         throw relay(res);
@@ -99,9 +107,9 @@ export class ReplicatedKv implements KvService {
         if (r.status === 'precondition_failed') throw new ApiError('precondition_failed', 'the precondition does not hold');
         throw new ApiError('not_found', `key ${JSON.stringify(key)} not found`);
       },
-      async (url) => {
+      async (url, signal) => {
         const body = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-        const res = await this.call(url, 'PUT', key, '', { ...conditionHeaders(cond), 'content-type': 'application/octet-stream' }, body, false);
+        const res = await this.call(url, 'PUT', key, '', { ...conditionHeaders(cond), 'content-type': 'application/octet-stream' }, body, false, signal);
         if (res.status === 200 || res.status === 201) return { created: res.status === 201, version: etagOf(res.headers), servedBy: servedBy(res.headers) };
         throw relay(res);
       },
@@ -117,8 +125,8 @@ export class ReplicatedKv implements KvService {
         if (r.status === 'precondition_failed') throw new ApiError('precondition_failed', 'If-Match failed');
         throw new ApiError('not_found', `key ${JSON.stringify(key)} not found`);
       },
-      async (url) => {
-        const res = await this.call(url, 'DELETE', key, '', conditionHeaders(cond), undefined, false);
+      async (url, signal) => {
+        const res = await this.call(url, 'DELETE', key, '', conditionHeaders(cond), undefined, false, signal);
         if (res.status === 204) return { servedBy: servedBy(res.headers) };
         throw relay(res);
       },
@@ -130,7 +138,12 @@ export class ReplicatedKv implements KvService {
     return this.lister.list(prefix, after, limit, consistency);
   }
 
-  private async run<T>(key: string, op: ClientOp, local: (r: ClientResult) => T, remote: (peerUrl: string) => Promise<T>): Promise<T> {
+  private async run<T>(
+    key: string,
+    op: ClientOp,
+    local: (r: ClientResult) => T,
+    remote: (peerUrl: string, signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const epochBefore = this.driver.config().epoch;
       const r = await this.driver.submit(op);
@@ -141,13 +154,53 @@ export class ReplicatedKv implements KvService {
       }
       if (r.primary === null) throw new ApiError('unavailable', `the partition of ${JSON.stringify(key)} has no active member`, 1);
       try {
-        return await remote(peerUrl(this.driver.config(), r.primary));
+        return await this.forwardTo(key, r.primary, op.type === 'get', remote);
       } catch (e) {
         if (!(e instanceof ApiError) || e.code !== 'misdirected' || attempt > 0) throw e;
         if (!(await this.waitForNewerEpoch(epochBefore))) {
           throw new ApiError('unavailable', `primary ${r.primary} refused ${JSON.stringify(key)} and no newer config arrived`, 1);
         }
       }
+    }
+  }
+
+  /** Milliseconds the primary has been silent, if longer than the lease (else null). */
+  private silentBeyondLease(primary: NodeId): number | null {
+    const age = this.driver.heartbeatAgeMs(primary);
+    return age !== null && age > this.leaseMs ? age : null;
+  }
+
+  /**
+   * Forwards to `primary` and gives up as soon as it has been silent beyond the lease. The
+   * abandoned call is also aborted, but undici may hold a request that waits for a
+   * connection until its connect timeout, so the answer does not wait for that.
+   */
+  private async forwardTo<T>(key: string, primary: NodeId, isRead: boolean, remote: (peerUrl: string, signal: AbortSignal) => Promise<T>): Promise<T> {
+    const silentFor = this.silentBeyondLease(primary);
+    if (silentFor !== null) {
+      throw new ApiError('unavailable', `the primary of ${JSON.stringify(key)}, ${primary}, has not been heard from for ${silentFor} ms; retry`, 1);
+    }
+    const abort = new AbortController();
+    let watch: NodeJS.Timeout | undefined;
+    const gaveUp = new Promise<never>((_, reject) => {
+      watch = setInterval(() => {
+        const ms = this.silentBeyondLease(primary);
+        if (ms === null) return;
+        clearInterval(watch);
+        abort.abort();
+        reject(
+          isRead
+            ? new ApiError('unavailable', `the primary of ${JSON.stringify(key)}, ${primary}, fell silent (${ms} ms) before answering; retry`, 1)
+            : new ApiError('timeout', `the primary of ${JSON.stringify(key)}, ${primary}, fell silent (${ms} ms) before answering; the outcome is unknown`),
+        );
+      }, this.driver.tickMs);
+    });
+    const call = remote(peerUrl(this.driver.config(), primary), abort.signal);
+    call.catch(() => {}); // once abandoned, its own failure is of no interest
+    try {
+      return await Promise.race([call, gaveUp]);
+    } finally {
+      clearInterval(watch);
     }
   }
 
@@ -160,7 +213,16 @@ export class ReplicatedKv implements KvService {
     return false;
   }
 
-  private async call(url: string, method: 'GET' | 'PUT' | 'DELETE', key: string, query: string, headers: Record<string, string>, body: Buffer | undefined, isRead: boolean) {
+  private async call(
+    url: string,
+    method: 'GET' | 'PUT' | 'DELETE',
+    key: string,
+    query: string,
+    headers: Record<string, string>,
+    body: Buffer | undefined,
+    isRead: boolean,
+    signal: AbortSignal,
+  ) {
     try {
       return await this.transport.request(url, {
         method,
@@ -168,6 +230,7 @@ export class ReplicatedKv implements KvService {
         headers,
         ...(body !== undefined ? { body } : {}),
         timeoutMs: this.timeoutMs,
+        signal,
       });
     } catch (e) {
       const err = e as Error & { code?: string; cause?: { code?: string } };
