@@ -221,7 +221,17 @@ export interface FollowerState {
   readonly primary: NodeId;
   readonly session: number;
   /** Catch-up in progress (null when live). */
-  copy: { mode: 'delta' | 'full'; fromSeq: Seq; after: string | null; done: boolean; lastReqTick: number; liveFromEpoch: Epoch; history: readonly HistoryEntry[] } | null;
+  copy: {
+    mode: 'delta' | 'full';
+    fromSeq: Seq;
+    after: string | null;
+    done: boolean;
+    lastReqTick: number;
+    /** A chunk request is out and unanswered (it counts against copyConcurrencyMax until it is answered or due for a resend). */
+    awaiting: boolean;
+    liveFromEpoch: Epoch;
+    history: readonly HistoryEntry[];
+  } | null;
   /** Next live seq expected (entries before it are persisted), once a catch-up was announced. */
   liveNext: Seq | null;
   /** Position of the last live entry persisted (or the catch-up's starting point). */

@@ -80,6 +80,13 @@ export const replicationLimits = {
   copyChunkMax: 64,
   /** Value bytes per copy chunk: a chunk ends after the record that reaches it. */
   copyChunkBytesMax: 512 * 1024,
+  /**
+   * Partitions a node copies at once (chunk requests in flight). Without a bound, a new
+   * node asks for a chunk of every partition it learns at the same time, and the burst
+   * (128 chunks, encoded and applied at once) holds both event loops long enough to starve
+   * heartbeats.
+   */
+  copyConcurrencyMax: 4,
   /** Ticks of unused transfer budget a learner may bank (a burst of one second). */
   copyBurstTicks: 20,
   /** Epochs remembered in a partition's history. Older positions get a full copy. */
@@ -1200,7 +1207,7 @@ function onCatchup(rep: Replication, out: RepReady, ps: PartitionState, msg: Rep
   if (fs.liveNext !== null) {
     // A retransmission: repeat where we are.
     if (fs.copy === null) ackPrimary(rep, out, ps, true);
-    else if (!fs.copy.done) sendCopyReq(rep, out, ps);
+    else if (!fs.copy.done && copiesInFlight(rep) < replicationLimits.copyConcurrencyMax) sendCopyReq(rep, out, ps);
     return;
   }
   fs.liveNext = toSeq(msg.liveFrom + 1);
@@ -1218,15 +1225,27 @@ function onCatchup(rep: Replication, out: RepReady, ps: PartitionState, msg: Rep
   } else {
     writeMeta(out, ps, { ...ps.meta, pos: null });
   }
-  fs.copy = { mode: msg.mode, fromSeq: msg.fromSeq, after: null, done: false, lastReqTick: rep.now, liveFromEpoch: msg.liveFromEpoch, history: historyUpTo(msg.history, msg.liveFrom) };
+  fs.copy = { mode: msg.mode, fromSeq: msg.fromSeq, after: null, done: false, lastReqTick: -Infinity, awaiting: false, liveFromEpoch: msg.liveFromEpoch, history: historyUpTo(msg.history, msg.liveFrom) };
   out.events.push({ type: 'copy', partition: ps.id, mode: msg.mode, role: 'follower' });
-  sendCopyReq(rep, out, ps);
+  // Else the tick asks once a copy slot (copyConcurrencyMax) is free.
+  if (copiesInFlight(rep) < replicationLimits.copyConcurrencyMax) sendCopyReq(rep, out, ps);
+}
+
+/** Copies with a chunk request out, not yet answered and not yet due for a resend. */
+function copiesInFlight(rep: Replication): number {
+  let n = 0;
+  for (const ps of rep.partitions) {
+    const c = ps.follower?.copy;
+    if (c && !c.done && c.awaiting && rep.now - c.lastReqTick < rep.timing.retransmitTicks) n++;
+  }
+  return n;
 }
 
 function sendCopyReq(rep: Replication, out: RepReady, ps: PartitionState): void {
   const fs = ps.follower!;
   const c = fs.copy!;
   c.lastReqTick = rep.now;
+  c.awaiting = true;
   send(rep, out, fs.primary, { type: 'rep-copy-req', partition: ps.id, session: fs.session, mode: c.mode, fromSeq: c.fromSeq, after: c.after });
 }
 
@@ -1289,6 +1308,7 @@ function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: R
   const fs = ps.follower;
   const c = fs?.copy ?? null;
   if (fs === null || c === null || c.done || msg.session !== fs.session || msg.from !== fs.primary || msg.after !== c.after) return;
+  c.awaiting = false;
   for (const [key, record] of msg.records) {
     applyIncoming(rep, out, ps, key, record);
     const b = recordBytes(record);
@@ -1298,8 +1318,9 @@ function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: R
   }
   if (msg.next !== null) {
     c.after = msg.next;
-    // Throttled: the tick asks for the next chunk once the budget is positive again.
-    if (rep.copyBudget > 0) sendCopyReq(rep, out, ps);
+    // Throttled: the tick asks for the next chunk once the budget is positive again (and
+    // a copy slot is free: the tick may have handed this one's to another partition).
+    if (rep.copyBudget > 0 && copiesInFlight(rep) < replicationLimits.copyConcurrencyMax) sendCopyReq(rep, out, ps);
     else c.lastReqTick = -Infinity;
     return;
   }
@@ -1379,7 +1400,8 @@ function onConfirm(rep: Replication, out: RepReady, ps: PartitionState, msg: Rep
 
 function onFollowerTick(rep: Replication, out: RepReady, ps: PartitionState): void {
   const c = ps.follower?.copy;
-  if (c !== null && c !== undefined && !c.done && rep.copyBudget > 0 && rep.now - c.lastReqTick >= rep.timing.retransmitTicks) sendCopyReq(rep, out, ps);
+  if (c === null || c === undefined || c.done || rep.copyBudget <= 0 || rep.now - c.lastReqTick < rep.timing.retransmitTicks) return;
+  if (copiesInFlight(rep) < replicationLimits.copyConcurrencyMax) sendCopyReq(rep, out, ps);
 }
 
 /** Value bytes of a record (what the transfer throttle counts). */
