@@ -54,12 +54,18 @@ async function freeBase(nodes) {
   }
 }
 
+/**
+ * Resident memory of a process in KiB: all of it, and its anonymous part (heap, buffers:
+ * what a transfer could pile up). The rest is file pages: LMDB's memory map of the data
+ * the node now holds, which the kernel can drop and read back at will.
+ */
 const rssKiB = (pid) => {
   try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m === null ? 0 : Number(m[1]);
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const field = (name) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0);
+    return { rss: field('VmRSS'), anon: field('RssAnon') };
   } catch {
-    return 0;
+    return { rss: 0, anon: 0 };
   }
 };
 const quantile = (xs, q) => {
@@ -132,6 +138,7 @@ try {
   const load = (stop) => {
     const lat = [];
     let errors = 0;
+    const errorKinds = {};
     const clients = Array.from({ length: 8 }, async (_, c) => {
       const interval = (1000 * 8) / RATE;
       let t = performance.now() + Math.random() * interval;
@@ -144,13 +151,15 @@ try {
           if (Math.random() < 0.5) await kv.get(key);
           else await kv.put(key, value);
           lat.push(performance.now() - s);
-        } catch {
+        } catch (e) {
           errors++;
+          const kind = e?.code ?? e?.status ?? e?.message ?? 'error';
+          errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
         }
       }
       void c;
     });
-    return { lat, errors: () => errors, done: Promise.all(clients) };
+    return { lat, errors: () => errors, errorKinds, done: Promise.all(clients) };
   };
 
   const steadyStop = { done: false };
@@ -171,9 +180,14 @@ try {
   await sleep(1500);
   const all = new Map([...pids, ['n4', n4.pid]]);
   const idle = new Map([...all].map(([id, pid]) => [id, rssKiB(pid)]));
-  const peak = new Map(idle);
+  const peak = new Map([...idle].map(([id, m]) => [id, { ...m }]));
   const sampler = setInterval(() => {
-    for (const [id, pid] of all) peak.set(id, Math.max(peak.get(id), rssKiB(pid)));
+    for (const [id, pid] of all) {
+      const now = rssKiB(pid);
+      const p = peak.get(id);
+      p.rss = Math.max(p.rss, now.rss);
+      p.anon = Math.max(p.anon, now.anon);
+    }
   }, 100);
   const moveStop = { done: false };
   const during = load(moveStop);
@@ -201,14 +215,22 @@ try {
     move: { seconds: +(moveMs / 1000).toFixed(2), keysCopied: lastMove?.keysCopied ?? null, mibCopied: +mib.toFixed(1), mibPerSecond: +(mib / (moveMs / 1000)).toFixed(1), partitionsMoving: lastMove?.partitionsMoving ?? null },
     latencyMs: {
       steady: { ops: steady.lat.length, errors: steady.errors(), p50: +quantile(steady.lat, 0.5).toFixed(1), p99: +quantile(steady.lat, 0.99).toFixed(1) },
-      duringMove: { ops: during.lat.length, errors: during.errors(), p50: +quantile(during.lat, 0.5).toFixed(1), p99: +quantile(during.lat, 0.99).toFixed(1) },
+      duringMove: { ops: during.lat.length, errors: during.errors(), errorKinds: during.errorKinds, p50: +quantile(during.lat, 0.5).toFixed(1), p99: +quantile(during.lat, 0.99).toFixed(1) },
     },
-    rssMiB: Object.fromEntries([...all.keys()].map((id) => [id, { idle: +(idle.get(id) / 1024).toFixed(0), peak: +(peak.get(id) / 1024).toFixed(0), aboveIdle: +((peak.get(id) - idle.get(id)) / 1024).toFixed(0) }])),
+    rssMiB: Object.fromEntries(
+      [...all.keys()].map((id) => {
+        const i = idle.get(id);
+        const p = peak.get(id);
+        const mib = (k) => +(k / 1024).toFixed(0);
+        return [id, { idle: mib(i.rss), peak: mib(p.rss), aboveIdle: mib(p.rss - i.rss), anonIdle: mib(i.anon), anonPeak: mib(p.anon), anonAboveIdle: mib(p.anon - i.anon) }];
+      }),
+    ),
   };
   const r = result.latencyMs;
   log(`move: ${result.move.seconds} s, ${result.move.keysCopied} keys / ${result.move.mibCopied} MiB copied (last sample), ${result.move.mibPerSecond} MiB/s`);
-  log(`client latency: steady p50 ${r.steady.p50} / p99 ${r.steady.p99} ms (${r.steady.ops} ops, ${r.steady.errors} errors); during the move p50 ${r.duringMove.p50} / p99 ${r.duringMove.p99} ms (${r.duringMove.ops} ops, ${r.duringMove.errors} errors); p99 ratio ${(r.duringMove.p99 / r.steady.p99).toFixed(2)}`);
+  log(`client latency: steady p50 ${r.steady.p50} / p99 ${r.steady.p99} ms (${r.steady.ops} ops, ${r.steady.errors} errors); during the move p50 ${r.duringMove.p50} / p99 ${r.duringMove.p99} ms (${r.duringMove.ops} ops, ${r.duringMove.errors} errors ${JSON.stringify(r.duringMove.errorKinds)}); p99 ratio ${(r.duringMove.p99 / r.steady.p99).toFixed(2)}`);
   log(`RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.idle} -> ${x.peak} (+${x.aboveIdle})`).join(', ')}`);
+  log(`anonymous RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.anonIdle} -> ${x.anonPeak} (+${x.anonAboveIdle})`).join(', ')}`);
   if (JSON_OUT) process.stdout.write(JSON.stringify(result) + '\n');
 } finally {
   cleanup();
