@@ -11,7 +11,11 @@
 // log-linear histogram, so a long run costs no memory. With --baseline the same client
 // also drives a bare fastify server (bench-baseline.ts, a separate process) and ringkv's
 // rates are reported as a share of that server's: the ceiling for any fastify service on
-// this machine with this client.
+// this machine with this client. With --etcd the same workers, keys, values and
+// histogram also drive an etcd cluster through its v3 JSON gateway (bench-etcd.ts says how
+// an op is spelled and judged there), before the ringkv workloads, and each ringkv
+// workload is reported as a multiple of etcd's rate for the same workload, with whether
+// its p99 is below etcd's.
 //
 // The client is one Node process. On a small machine it competes with the server for
 // CPU and can itself be the bottleneck; see docs/benchmarks.md.
@@ -24,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool, type Dispatcher } from 'undici';
 import { RingkvClient, type PartitionMap } from '../client/index.js';
+import { ETCD_HEALTH_PATH, etcdCodec, opsRatio, p99Below } from './bench-etcd.js';
 import { endpointsFrom } from './http-client.js';
 
 /** The CLI's exit codes (docs/cli.md); main.ts owns the table, bench uses the same numbers. */
@@ -47,14 +52,22 @@ Usage: ringkv bench [options]
   --mixed-read-ratio R       share of GETs in the mixed workload (default 0.9)
   --baseline                 also measure a bare fastify route in the same run and
                              report each workload as a % of its rate
+  --etcd URL[,URL...]        also run the same workloads against the etcd cluster at these
+                             client URLs (v3 JSON gateway: put is POST /v3/kv/put, get a
+                             linearizable POST /v3/kv/range; workers round-robin over the
+                             URLs), before the ringkv workloads, and report each ringkv
+                             workload as a multiple of etcd's rate (× etcd) and whether its
+                             p99 is below etcd's; scripts/etcd-cluster.mjs starts one
   --token TOKEN              bearer token (env RINGKV_TOKEN)
   --json                     print one JSON object instead of a table
   -h, --help                 this text
 
-Any non-2xx reply (and any 404 once the keyspace is populated) counts as an error.
-Exit codes: 0 no errors, 1 some requests failed, 2 usage, 3 an endpoint is unreachable.`;
+Any non-2xx reply (and any 404 once the keyspace is populated) counts as an error; for
+etcd, any non-200 reply, and a range reply without kvs once its keyspace is populated.
+Exit codes: 0 no errors, 1 some requests failed (or an endpoint is not ready: /readyz,
+etcd /health), 2 usage, 3 an endpoint (ringkv or etcd) is unreachable.`;
 
-type Workload = 'put' | 'get' | 'mixed';
+export type Workload = 'put' | 'get' | 'mixed';
 const ALL_WORKLOADS: readonly Workload[] = ['put', 'get', 'mixed'];
 
 interface BenchOptions {
@@ -68,6 +81,8 @@ interface BenchOptions {
   readonly keys: number;
   readonly mixedReadRatio: number;
   readonly baseline: boolean;
+  /** etcd client URLs to measure side by side; empty: no etcd. */
+  readonly etcd: readonly string[];
   readonly json: boolean;
   readonly token: string | undefined;
 }
@@ -107,6 +122,7 @@ function parseOptions(args: string[]): BenchOptions | 'help' {
       keys: { type: 'string', default: '10000' },
       'mixed-read-ratio': { type: 'string', default: '0.9' },
       baseline: { type: 'boolean', default: false },
+      etcd: { type: 'string' },
       token: { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -120,7 +136,9 @@ function parseOptions(args: string[]): BenchOptions | 'help' {
   if (values.routing !== 'ring' && values.routing !== 'endpoints') throw new BenchUsageError('--routing must be ring or endpoints');
   const endpoints = endpointsFrom(values.endpoints);
   if (endpoints.length === 0) throw new BenchUsageError('--endpoints is empty');
-  for (const e of endpoints) {
+  const etcd = values.etcd === undefined ? [] : endpointsFrom(values.etcd, {});
+  if (values.etcd !== undefined && etcd.length === 0) throw new BenchUsageError('--etcd is empty');
+  for (const e of [...endpoints, ...etcd]) {
     if (!/^https?:\/\/[^/]+$/.test(e)) throw new BenchUsageError(`endpoint ${JSON.stringify(e)} must look like http://host:port`);
   }
   return {
@@ -134,6 +152,7 @@ function parseOptions(args: string[]): BenchOptions | 'help' {
     keys: integer(values.keys, '--keys', 1, 100_000_000),
     mixedReadRatio: ratio(values['mixed-read-ratio'], '--mixed-read-ratio'),
     baseline: values.baseline,
+    etcd,
     json: values.json,
     token: values.token ?? process.env.RINGKV_TOKEN,
   };
@@ -226,29 +245,59 @@ export class LatencyHistogram {
 // ---------------------------------------------------------------------------------------
 // Sending one request
 
-interface Op {
-  readonly method: 'GET' | 'PUT';
+/** One request of a workload, ready to send; the same shape for ringkv, etcd and the baseline. */
+export interface Op {
+  readonly method: 'GET' | 'PUT' | 'POST';
   readonly path: string;
   readonly body: Buffer | null;
-  /** The key index for a ringkv op; -1 for the baseline's /noop. */
+  /** The bench key index; -1 for an op on no key (the baseline's /noop, a preflight). */
   readonly key: number;
+  /** A write: its success marks `key` as written, and it counts for the populate loop. */
+  readonly write: boolean;
+  /** Whether success depends on the reply's body: send() then collects it. */
+  readonly readReply: boolean;
 }
 
-type Outcome = number | string; // an HTTP status, or a transport error's code
+/** A reply: its status, and its body if the op asked for it (`readReply`). */
+export interface Reply {
+  readonly status: number;
+  readonly body: Buffer | null;
+}
+
+/**
+ * How one system's workload ops are spelled and judged. ringkv's is below; etcd's is in
+ * bench-etcd.ts. Everything else (workers, routing, populate, histogram) is shared.
+ */
+export interface OpCodec {
+  /** '' for ringkv; a prefix for messages about another system's keyspace. */
+  readonly name: string;
+  readonly label: (w: Workload) => string;
+  /** The put of key k (its value: values[k % VALUE_VARIANTS]). */
+  readonly putOp: (key: number) => Op;
+  readonly getOp: (key: number) => Op;
+  /** Null if the reply is a success for the op, else the error's label (a status, say). */
+  readonly check: (op: Op, reply: Reply) => string | null;
+}
+
+type Outcome = Reply | string; // a reply, or a transport error's code
+
+const noop = (): void => {};
 
 /** One request through undici's dispatcher, skipping the Readable body that request() builds. */
-function send(pool: Dispatcher, op: Op, headers: Record<string, string>): Promise<number> {
+function send(pool: Dispatcher, op: Op, headers: Record<string, string>): Promise<Reply> {
   return new Promise((resolve, reject) => {
     let status = 0;
+    const chunks: Buffer[] | null = op.readReply ? [] : null;
     pool.dispatch(
       { path: op.path, method: op.method, body: op.body, headers },
       {
-        onRequestStart: () => {},
+        onRequestStart: noop,
         onResponseStart: (_c, statusCode) => {
           status = statusCode;
         },
-        onResponseData: () => {},
-        onResponseEnd: () => resolve(status),
+        onResponseData: chunks === null ? noop : (_c, chunk) => void chunks.push(chunk),
+        onResponseEnd: () =>
+          resolve({ status, body: chunks === null ? null : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) }),
         onResponseError: (_c, err) => reject(err),
       },
     );
@@ -274,15 +323,16 @@ interface Target {
    * Null: every worker keeps to its own pool.
    */
   readonly poolOfKey: ((key: number) => Pool | undefined) | null;
-  readonly getHeaders: Record<string, string>;
-  readonly putHeaders: Record<string, string>;
+  /** The headers of a request without a body, and of one with a body. */
+  readonly headers: Record<string, string>;
+  readonly bodyHeaders: Record<string, string>;
 }
 
 /** One pool per origin with up to `perPool` connections. */
 function makeTarget(
   origins: readonly string[],
   perPool: number,
-  token: string | undefined,
+  h: { token?: string | undefined; contentType: string },
   poolOfKey: ((pools: readonly Pool[]) => Target['poolOfKey']) | null = null,
 ): Target {
   const pools = origins.map(
@@ -296,15 +346,19 @@ function makeTarget(
         bodyTimeout: 30_000,
       }),
   );
-  const auth: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
-  return { origins, pools, poolOfKey: poolOfKey?.(pools) ?? null, getHeaders: auth, putHeaders: { ...auth, 'content-type': 'application/octet-stream' } };
+  const auth: Record<string, string> = h.token === undefined ? {} : { authorization: `Bearer ${h.token}` };
+  return { origins, pools, poolOfKey: poolOfKey?.(pools) ?? null, headers: auth, bodyHeaders: { ...auth, 'content-type': h.contentType } };
 }
+
+const RINGKV_CONTENT_TYPE = 'application/octet-stream';
 
 /** Worker i's pool when an op has no routed pool. */
 const ownPool = (t: Target, i: number): Pool => t.pools[i % t.pools.length]!;
 
 /** The pool an op goes to: its key's primary with ring routing, else the worker's own. */
 const poolFor = (t: Target, op: Op, own: Pool): Pool => (op.key >= 0 && t.poolOfKey !== null ? t.poolOfKey(op.key) : undefined) ?? own;
+
+const headersFor = (t: Target, op: Op): Record<string, string> => (op.body === null ? t.headers : t.bodyHeaders);
 
 /**
  * Ring routing: the partition map from the client library, every active member loaded,
@@ -325,7 +379,7 @@ async function ringTarget(opts: BenchOptions): Promise<Target | PreflightProblem
     return { unreachable: false, message: `the partition map of epoch ${map.epoch} has ${origins.length} active members with usable client URLs` };
   }
   process.stderr.write(`  routing: each key to its primary, epoch ${map.epoch}: ${origins.map((o) => `${map.nodeAt(o)} ${o}`).join(', ')}\n`);
-  return makeTarget(origins, opts.connections, opts.token, (pools) => routeKeys(map, origins, pools, opts.keys));
+  return makeTarget(origins, opts.connections, { token: opts.token, contentType: RINGKV_CONTENT_TYPE }, (pools) => routeKeys(map, origins, pools, opts.keys));
 }
 
 /** In routeKeys' table: the key's partition has no primary with a pool. */
@@ -359,12 +413,12 @@ interface PreflightProblem {
   readonly message: string;
 }
 
-/** Checks that every origin answers before minutes of load are spent on it. */
+/** Checks that every origin answers `GET path` with a 200 before minutes of load are spent on it. */
 async function preflight(t: Target, path: string): Promise<PreflightProblem | null> {
   for (const [i, pool] of t.pools.entries()) {
     const where = `${t.origins[i]}${path}`;
     try {
-      const status = await send(pool, { method: 'GET', path, body: null, key: -1 }, t.getHeaders);
+      const { status } = await send(pool, { method: 'GET', path, body: null, key: -1, write: false, readReply: false }, t.headers);
       if (status !== 200) return { unreachable: false, message: `GET ${where} answered ${status}` };
     } catch (e) {
       return { unreachable: true, message: `${where} is unreachable (${transportCode(e)}: ${(e as Error).message})` };
@@ -379,8 +433,8 @@ async function preflight(t: Target, path: string): Promise<PreflightProblem | nu
 interface PhaseSpec {
   readonly label: string;
   readonly next: () => Op;
-  /** Whether a status is a success for this op. */
-  readonly ok: (op: Op, status: number) => boolean;
+  /** Null if a reply is a success for this op, else the error's label. */
+  readonly check: (op: Op, reply: Reply) => string | null;
   readonly onSuccess?: (op: Op) => void;
 }
 
@@ -395,9 +449,10 @@ interface PhaseResult {
 }
 
 /**
- * Runs `connections` closed-loop workers for warmupS + durationS. A request is measured
- * when it completes inside the measured window; requests still in flight at its end are
- * not counted, and none are started after it.
+ * Runs `connections` closed-loop workers for warmupS + durationS against any target:
+ * ringkv (routed or not), etcd or the baseline. A request is measured when it completes
+ * inside the measured window; requests still in flight at its end are not counted, and
+ * none are started after it.
  */
 async function runPhase(target: Target, spec: PhaseSpec, opts: BenchOptions, progress: Progress): Promise<PhaseResult> {
   const latency = new LatencyHistogram();
@@ -408,26 +463,26 @@ async function runPhase(target: Target, spec: PhaseSpec, opts: BenchOptions, pro
   const measureStart = t0 + BigInt(Math.round(opts.warmupS * 1e9));
   const measureEnd = measureStart + BigInt(Math.round(opts.durationS * 1e9));
 
-  const worker = async (own: Pool, headersFor: (op: Op) => Record<string, string>): Promise<void> => {
+  const worker = async (own: Pool): Promise<void> => {
     for (;;) {
       const start = process.hrtime.bigint();
       if (start >= measureEnd) return;
       const op = spec.next();
       let outcome: Outcome;
       try {
-        outcome = await send(poolFor(target, op, own), op, headersFor(op));
+        outcome = await send(poolFor(target, op, own), op, headersFor(target, op));
       } catch (e) {
         outcome = transportCode(e);
       }
       const end = process.hrtime.bigint();
-      const good = typeof outcome === 'number' && spec.ok(op, outcome);
-      if (good) spec.onSuccess?.(op);
+      const error = typeof outcome === 'string' ? outcome : spec.check(op, outcome);
+      if (error === null) spec.onSuccess?.(op);
       completed++;
       if (end >= measureStart && end < measureEnd) {
         latency.record(Number(end - start));
-        if (!good) {
+        if (error !== null) {
           errorCount++;
-          errors.set(String(outcome), (errors.get(String(outcome)) ?? 0) + 1);
+          errors.set(error, (errors.get(error) ?? 0) + 1);
         }
       }
       // A refused connection fails at once: do not spin the CPU the server needs.
@@ -435,10 +490,9 @@ async function runPhase(target: Target, spec: PhaseSpec, opts: BenchOptions, pro
     }
   };
 
-  const headersFor = (op: Op): Record<string, string> => (op.method === 'PUT' ? target.putHeaders : target.getHeaders);
   const stopProgress = progress.start(spec.label, opts, () => completed);
   const workers: Promise<void>[] = [];
-  for (let i = 0; i < opts.connections; i++) workers.push(worker(ownPool(target, i), headersFor));
+  for (let i = 0; i < opts.connections; i++) workers.push(worker(ownPool(target, i)));
   await Promise.all(workers);
   stopProgress();
 
@@ -456,10 +510,10 @@ async function populate(target: Target, work: Workloads, opts: BenchOptions): Pr
   };
   const worker = async (own: Pool): Promise<void> => {
     for (let k = nextMissing(); k !== -1; k = nextMissing()) {
-      const op = work.putOp(k);
+      const op = work.codec.putOp(k);
       try {
-        const status = await send(poolFor(target, op, own), op, target.putHeaders);
-        if (status >= 200 && status < 300) work.written[k] = 1;
+        const reply = await send(poolFor(target, op, own), op, headersFor(target, op));
+        if (work.codec.check(op, reply) === null) work.written[k] = 1;
         else failures++;
       } catch {
         failures++;
@@ -479,58 +533,65 @@ const KEY_PREFIX = 'bench/';
 const KEY_PATH_PREFIX = '/v1/kv/' + encodeURIComponent(KEY_PREFIX);
 const VALUE_VARIANTS = 16;
 
-/** The op generators over keys bench/0 .. bench/keys-1, and which keys hold a value. */
+/** A few random values, reused: generating one per request would load the client. */
+const benchValues = (opts: BenchOptions): Buffer[] => Array.from({ length: VALUE_VARIANTS }, () => randomBytes(opts.valueBytes));
+
+const mixedLabel = (opts: BenchOptions): string => `mixed (${Math.round(opts.mixedReadRatio * 100)}% get)`;
+
+/** ringkv's client API: PUT and (strong) GET /v1/kv/bench%2F<n>. */
+function ringkvCodec(opts: BenchOptions, values: readonly Buffer[]): OpCodec {
+  return {
+    name: '',
+    label: (w) => (w === 'mixed' ? mixedLabel(opts) : w),
+    // The decimal digits of `key` need no percent-encoding.
+    putOp: (key) => ({ method: 'PUT', path: KEY_PATH_PREFIX + key, body: values[key % VALUE_VARIANTS]!, key, write: true, readReply: false }),
+    getOp: (key) => ({ method: 'GET', path: KEY_PATH_PREFIX + key, body: null, key, write: false, readReply: false }),
+    check: (op, { status }) => ((op.write ? status === 200 || status === 201 : status === 200) ? null : String(status)),
+  };
+}
+
+/** The op generators over keys bench/0 .. bench/keys-1 of one system, and which keys hold a value. */
 class Workloads {
   readonly written: Uint8Array;
-  private readonly values: readonly Buffer[];
   private putCursor = 0;
 
-  constructor(private readonly opts: BenchOptions) {
+  constructor(
+    private readonly opts: BenchOptions,
+    readonly codec: OpCodec,
+  ) {
     this.written = new Uint8Array(opts.keys);
-    // A few random values, reused: generating one per request would load the client.
-    this.values = Array.from({ length: VALUE_VARIANTS }, () => randomBytes(opts.valueBytes));
   }
 
   isPopulated(): boolean {
     return this.written.every((b) => b === 1);
   }
 
-  putOp(key: number): Op {
-    // The decimal digits of `key` need no percent-encoding.
-    return { method: 'PUT', path: KEY_PATH_PREFIX + key, body: this.values[key % VALUE_VARIANTS]!, key };
-  }
-
-  getOp(key: number): Op {
-    return { method: 'GET', path: KEY_PATH_PREFIX + key, body: null, key };
-  }
-
   spec(w: Workload): PhaseSpec {
-    const ok = (op: Op, status: number): boolean => (op.method === 'GET' ? status === 200 : status === 200 || status === 201);
+    const { codec } = this;
     const onSuccess = (op: Op): void => {
-      if (op.method === 'PUT') this.written[op.key] = 1;
+      if (op.write) this.written[op.key] = 1;
     };
     const randomKey = (): number => Math.floor(Math.random() * this.opts.keys);
+    const base = { label: codec.label(w), check: codec.check };
     switch (w) {
       case 'put':
         // Round-robin, so a put phase that runs long enough populates the whole keyspace.
         return {
-          label: 'put',
-          ok,
+          ...base,
           onSuccess,
           next: () => {
             const k = this.putCursor;
             this.putCursor = (k + 1) % this.opts.keys;
-            return this.putOp(k);
+            return codec.putOp(k);
           },
         };
       case 'get':
-        return { label: 'get', ok, next: () => this.getOp(randomKey()) };
+        return { ...base, next: () => codec.getOp(randomKey()) };
       case 'mixed':
         return {
-          label: `mixed (${Math.round(this.opts.mixedReadRatio * 100)}% get)`,
-          ok,
+          ...base,
           onSuccess,
-          next: () => (Math.random() < this.opts.mixedReadRatio ? this.getOp(randomKey()) : this.putOp(randomKey())),
+          next: () => (Math.random() < this.opts.mixedReadRatio ? codec.getOp(randomKey()) : codec.putOp(randomKey())),
         };
     }
   }
@@ -538,12 +599,12 @@ class Workloads {
 
 function baselineSpecs(opts: BenchOptions): { get: PhaseSpec; put: PhaseSpec } {
   const body = randomBytes(opts.valueBytes);
-  const ok = (_op: Op, status: number): boolean => status === 200;
-  const get: Op = { method: 'GET', path: '/noop', body: null, key: -1 };
-  const put: Op = { method: 'PUT', path: '/noop', body, key: -1 };
+  const check = (_op: Op, { status }: Reply): string | null => (status === 200 ? null : String(status));
+  const get: Op = { method: 'GET', path: '/noop', body: null, key: -1, write: false, readReply: false };
+  const put: Op = { method: 'PUT', path: '/noop', body, key: -1, write: false, readReply: false };
   return {
-    get: { label: 'baseline GET /noop', ok, next: () => get },
-    put: { label: 'baseline PUT /noop', ok, next: () => put },
+    get: { label: 'baseline GET /noop', check, next: () => get },
+    put: { label: 'baseline PUT /noop', check, next: () => put },
   };
 }
 
@@ -616,20 +677,34 @@ function makeProgress(): Progress {
 // ---------------------------------------------------------------------------------------
 // The run
 
+interface WorkloadResult {
+  readonly workload: Workload;
+  readonly result: PhaseResult;
+  readonly baselineOpsPerS: number | null;
+}
+
 interface BenchReport {
   readonly baseline: { get: PhaseResult | null; put: PhaseResult | null } | null;
-  readonly workloads: readonly { workload: Workload; result: PhaseResult; baselineOpsPerS: number | null }[];
+  /** The same workloads against etcd (--etcd), or null. */
+  readonly etcd: readonly WorkloadResult[] | null;
+  readonly workloads: readonly WorkloadResult[];
 }
 
 async function runBench(opts: BenchOptions): Promise<number> {
   const progress = makeProgress();
   announce(opts);
-  const routed = opts.routing === 'ring' ? await ringTarget(opts) : makeTarget(opts.endpoints, Math.ceil(opts.connections / opts.endpoints.length), opts.token);
+  const routed =
+    opts.routing === 'ring'
+      ? await ringTarget(opts)
+      : makeTarget(opts.endpoints, Math.ceil(opts.connections / opts.endpoints.length), { token: opts.token, contentType: RINGKV_CONTENT_TYPE });
   if (!('pools' in routed)) {
     process.stderr.write(`ringkv bench: ${routed.message}\n`);
     return routed.unreachable ? EXIT.unreachable : EXIT.failed;
   }
   const target = routed;
+  // Workers round-robin over etcd's client URLs; a member forwards writes to its leader.
+  const etcdTarget =
+    opts.etcd.length === 0 ? null : makeTarget(opts.etcd, Math.ceil(opts.connections / opts.etcd.length), { contentType: 'application/json' });
   try {
     const problem = await preflight(target, '/readyz');
     if (problem !== null) {
@@ -637,26 +712,49 @@ async function runBench(opts: BenchOptions): Promise<number> {
       process.stderr.write(`ringkv bench: ${problem.message}${hint}\n`);
       return problem.unreachable ? EXIT.unreachable : EXIT.failed;
     }
-    const baseline = opts.baseline ? await measureBaseline(opts, progress) : null;
-    const work = new Workloads(opts);
-    const workloads: BenchReport['workloads'][number][] = [];
-    for (const w of opts.workloads) {
-      if (w !== 'put' && !work.isPopulated()) await populateWithNotice(target, work, opts);
-      const result = await runPhase(target, work.spec(w), opts, progress);
-      workloads.push({ workload: w, result, baselineOpsPerS: baselineRateFor(w, baseline, opts.mixedReadRatio) });
+    if (etcdTarget !== null) {
+      const etcdProblem = await preflight(etcdTarget, ETCD_HEALTH_PATH);
+      if (etcdProblem !== null) {
+        process.stderr.write(`ringkv bench: etcd: ${etcdProblem.message}\n`);
+        return etcdProblem.unreachable ? EXIT.unreachable : EXIT.failed;
+      }
     }
-    const report: BenchReport = { baseline, workloads };
+    const baseline = opts.baseline ? await measureBaseline(opts, progress) : null;
+    const values = benchValues(opts);
+    const etcd =
+      etcdTarget === null ? null : await runWorkloads(etcdTarget, new Workloads(opts, etcdCodec(KEY_PREFIX, values, opts.keys, mixedLabel(opts))), opts, baseline, progress);
+    const workloads = await runWorkloads(target, new Workloads(opts, ringkvCodec(opts, values)), opts, baseline, progress);
+    const report: BenchReport = { baseline, etcd, workloads };
     process.stdout.write(opts.json ? JSON.stringify(toJson(report, opts)) + '\n' : renderTable(report, opts));
-    const failed = workloads.some((w) => w.result.errorCount > 0);
+    const failed = [...workloads, ...(etcd ?? [])].some((w) => w.result.errorCount > 0);
     return failed ? EXIT.failed : EXIT.ok;
   } finally {
     await closeTarget(target);
+    if (etcdTarget !== null) await closeTarget(etcdTarget);
   }
 }
 
+/** Every workload of opts against one system, populating its keyspace before the first read. */
+async function runWorkloads(
+  target: Target,
+  work: Workloads,
+  opts: BenchOptions,
+  baseline: BenchReport['baseline'],
+  progress: Progress,
+): Promise<WorkloadResult[]> {
+  const results: WorkloadResult[] = [];
+  for (const w of opts.workloads) {
+    if (w !== 'put' && !work.isPopulated()) await populateWithNotice(target, work, opts);
+    const result = await runPhase(target, work.spec(w), opts, progress);
+    results.push({ workload: w, result, baselineOpsPerS: baselineRateFor(w, baseline, opts.mixedReadRatio) });
+  }
+  return results;
+}
+
 function announce(opts: BenchOptions): void {
-  const total = opts.workloads.length * (opts.warmupS + opts.durationS);
+  const phase = opts.warmupS + opts.durationS;
   const baselinePhases = opts.baseline ? baselineNeeds(opts.workloads).length : 0;
+  const etcdPhases = opts.etcd.length > 0 ? opts.workloads.length : 0;
   process.stderr.write(
     `ringkv bench: ${opts.workloads.join(', ')} against ${opts.endpoints.join(', ')}\n` +
       `  ${opts.connections} connections (closed loop, no pipelining), ${opts.warmupS}s warmup + ${opts.durationS}s per workload, ` +
@@ -664,7 +762,8 @@ function announce(opts: BenchOptions): void {
       (opts.workloads.includes('mixed') ? `, mixed read ratio ${opts.mixedReadRatio}` : '') +
       '\n' +
       (opts.baseline ? `  baseline: bare fastify (${baselineNeeds(opts.workloads).join(' and ')} /noop) in a child process first\n` : '') +
-      `  about ${Math.ceil(total + baselinePhases * (opts.warmupS + opts.durationS))}s of load; ` +
+      (etcdPhases > 0 ? `  etcd: the same workloads against ${opts.etcd.join(', ')} (v3 JSON gateway, linearizable ranges) before ringkv's\n` : '') +
+      `  about ${Math.ceil((opts.workloads.length + baselinePhases + etcdPhases) * phase)}s of load; ` +
       `client and server share ${availableParallelism()} CPUs\n`,
   );
 }
@@ -678,7 +777,7 @@ function baselineNeeds(workloads: readonly Workload[]): ('GET' | 'PUT')[] {
 
 async function measureBaseline(opts: BenchOptions, progress: Progress): Promise<NonNullable<BenchReport['baseline']>> {
   const server = await startBaseline();
-  const target = makeTarget([server.origin], opts.connections, undefined);
+  const target = makeTarget([server.origin], opts.connections, { contentType: RINGKV_CONTENT_TYPE });
   try {
     const problem = await preflight(target, '/noop');
     if (problem !== null) throw new Error(`bench-baseline: ${problem.message}`);
@@ -695,9 +794,10 @@ async function measureBaseline(opts: BenchOptions, progress: Progress): Promise<
 
 async function populateWithNotice(target: Target, work: Workloads, opts: BenchOptions): Promise<void> {
   const missing = work.written.reduce((n, b) => n + (b === 1 ? 0 : 1), 0);
-  process.stderr.write(`  populating ${fmtInt(missing)} keys (not measured) ...\n`);
+  const which = work.codec.name === '' ? '' : `${work.codec.name} `;
+  process.stderr.write(`  populating ${fmtInt(missing)} ${which}keys (not measured) ...\n`);
   const failures = await populate(target, work, opts);
-  if (failures > 0) process.stderr.write(`  warning: ${failures} populate writes failed; gets of those keys will count as errors\n`);
+  if (failures > 0) process.stderr.write(`  warning: ${failures} ${which}populate writes failed; gets of those keys will count as errors\n`);
 }
 
 /**
@@ -742,6 +842,22 @@ function phaseJson(r: PhaseResult): object {
   };
 }
 
+function workloadJson(w: WorkloadResult): object {
+  return {
+    workload: w.workload,
+    ...phaseJson(w.result),
+    baselineOpsPerS: w.baselineOpsPerS === null ? null : Math.round(w.baselineOpsPerS),
+    baselinePercent: w.baselineOpsPerS === null ? null : Math.round((w.result.opsPerS / w.baselineOpsPerS) * 1000) / 10,
+  };
+}
+
+/** ringkv's workload w against etcd's: the rate ratio and whether its p99 is lower. */
+function versusEtcd(w: WorkloadResult, etcd: BenchReport['etcd']): { ratio: number | null; p99Below: boolean | null } {
+  const e = etcd?.find((x) => x.workload === w.workload)?.result;
+  if (e === undefined) return { ratio: null, p99Below: null };
+  return { ratio: opsRatio(w.result.opsPerS, e.opsPerS), p99Below: e.requests === 0 ? null : p99Below(w.result.latency.percentileNs(0.99), e.latency.percentileNs(0.99)) };
+}
+
 function toJson(report: BenchReport, opts: BenchOptions): object {
   return {
     date: new Date().toISOString(),
@@ -757,6 +873,7 @@ function toJson(report: BenchReport, opts: BenchOptions): object {
       valueBytes: opts.valueBytes,
       keys: opts.keys,
       mixedReadRatio: opts.mixedReadRatio,
+      etcd: opts.etcd,
     },
     baseline:
       report.baseline === null
@@ -765,18 +882,23 @@ function toJson(report: BenchReport, opts: BenchOptions): object {
             get: report.baseline.get === null ? null : phaseJson(report.baseline.get),
             put: report.baseline.put === null ? null : phaseJson(report.baseline.put),
           },
-    workloads: report.workloads.map((w) => ({
-      workload: w.workload,
-      ...phaseJson(w.result),
-      baselineOpsPerS: w.baselineOpsPerS === null ? null : Math.round(w.baselineOpsPerS),
-      baselinePercent: w.baselineOpsPerS === null ? null : Math.round((w.result.opsPerS / w.baselineOpsPerS) * 1000) / 10,
-    })),
+    etcd: report.etcd === null ? null : { endpoints: opts.etcd, workloads: report.etcd.map(workloadJson) },
+    workloads: report.workloads.map((w) => {
+      const vs = versusEtcd(w, report.etcd);
+      return {
+        ...workloadJson(w),
+        // ringkv ops/s ÷ etcd ops/s for the same workload, and whether ringkv's p99 is lower.
+        vsEtcd: vs.ratio === null ? null : Math.round(vs.ratio * 1000) / 1000,
+        p99BelowEtcd: vs.p99Below,
+      };
+    }),
   };
 }
 
 function renderTable(report: BenchReport, opts: BenchOptions): string {
-  const header = ['workload', 'ops/s', 'p50 ms', 'p99 ms', 'p999 ms', 'max ms', 'errors', '% of baseline'];
-  const row = (r: PhaseResult, pct: string): string[] => [
+  const withEtcd = report.etcd !== null;
+  const header = ['workload', 'ops/s', 'p50 ms', 'p99 ms', 'p999 ms', 'max ms', 'errors', '% of baseline', ...(withEtcd ? ['× etcd', 'p99 < etcd'] : [])];
+  const row = (r: PhaseResult, pct: string, etcd: string[]): string[] => [
     r.label,
     fmtInt(r.opsPerS),
     fmtMs(r.latency.percentileNs(0.5)),
@@ -785,21 +907,28 @@ function renderTable(report: BenchReport, opts: BenchOptions): string {
     fmtMs(r.latency.maxNs),
     fmtInt(r.errorCount),
     pct,
+    ...(withEtcd ? etcd : []),
   ];
+  const pctOf = (w: WorkloadResult): string => (w.baselineOpsPerS === null ? '' : `${((w.result.opsPerS / w.baselineOpsPerS) * 100).toFixed(1)} %`);
   const rows: string[][] = [];
   if (report.baseline !== null) {
-    for (const r of [report.baseline.get, report.baseline.put]) if (r !== null) rows.push(row(r, ''));
+    for (const r of [report.baseline.get, report.baseline.put]) if (r !== null) rows.push(row(r, '', ['', '']));
   }
+  for (const w of report.etcd ?? []) rows.push(row(w.result, pctOf(w), ['', '']));
   for (const w of report.workloads) {
-    const pct = w.baselineOpsPerS === null ? '' : `${((w.result.opsPerS / w.baselineOpsPerS) * 100).toFixed(1)} %`;
-    rows.push(row(w.result, pct));
+    const vs = versusEtcd(w, report.etcd);
+    rows.push(row(w.result, pctOf(w), [vs.ratio === null ? '' : `${vs.ratio.toFixed(2)}×`, vs.p99Below === null ? '' : vs.p99Below ? 'yes' : 'no']));
   }
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]): string =>
     cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
   const out = [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
 
-  const all = [...(report.baseline === null ? [] : [report.baseline.get, report.baseline.put]), ...report.workloads.map((w) => w.result)];
+  const all = [
+    ...(report.baseline === null ? [] : [report.baseline.get, report.baseline.put]),
+    ...(report.etcd ?? []).map((w) => w.result),
+    ...report.workloads.map((w) => w.result),
+  ];
   for (const r of all) {
     if (r === null || r.errorCount === 0) continue;
     const detail = [...r.errors].map(([status, n]) => `${status} x${fmtInt(n)}`).join(', ');
@@ -807,6 +936,12 @@ function renderTable(report: BenchReport, opts: BenchOptions): string {
   }
   if (report.workloads.some((w) => w.workload === 'mixed') && report.baseline !== null) {
     out.push(`mixed is compared with the baseline GET/PUT rates blended at read ratio ${opts.mixedReadRatio}`);
+  }
+  if (withEtcd) {
+    out.push(
+      `× etcd: ringkv ops/s ÷ etcd ops/s for the same workload; p99 < etcd: whether ringkv's p99 is below etcd's. ` +
+        `etcd ${opts.etcd.join(',')} through its v3 JSON gateway (get: linearizable range), workers round-robin over its URLs`,
+    );
   }
   out.push(
     `${opts.connections} connections, ${opts.durationS}s measured after ${opts.warmupS}s warmup per row; ` +
