@@ -76,6 +76,7 @@ export const configSchema = z
         leaseMs: z.number().int().min(20).max(600_000).default(800), // primary lease; heartbeatMs < leaseMs < suspectAfterMs
         requestTimeoutMs: z.number().int().min(50).max(600_000).default(5000), // forwarded and admin requests give up after this
         antiEntropyIntervalMs: z.number().int().min(0).max(7 * 24 * 3600_000).default(600_000), // each primary compares its partitions with its replicas this often; 0 = only on `ringkv repair`
+        tombstoneGraceMs: z.number().int().min(1000).max(365 * 24 * 3600_000).default(86_400_000), // a delete's tombstone is kept this long, then collected; >= 2 x antiEntropyIntervalMs
       })
       .prefault({}),
     storage: z
@@ -115,6 +116,15 @@ export const configSchema = z
     }
     if (!(t.leaseMs < t.suspectAfterMs)) {
       ctx.addIssue({ code: 'custom', path: ['timing', 'leaseMs'], message: `must be less than timing.suspectAfterMs (${t.suspectAfterMs})` });
+    }
+    // Every tombstone must live through a whole anti-entropy pass on every replica, or a
+    // replica that missed the delete could hand the old value back to the primary.
+    if (t.antiEntropyIntervalMs > 0 && t.tombstoneGraceMs < 2 * t.antiEntropyIntervalMs) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['timing', 'tombstoneGraceMs'],
+        message: `must be at least 2 x timing.antiEntropyIntervalMs (${2 * t.antiEntropyIntervalMs}) when anti-entropy runs periodically`,
+      });
     }
     const cl = c.cluster;
     if (cl.minInSync > cl.replicationFactor) {

@@ -6,8 +6,10 @@
 // A range is (after, upTo]: up to `aeChunkMax` of the primary's keys in ascending order
 // (upTo null: to the end of the partition). Its digest is order-independent: the count of
 // records and the sum (mod 2^32) of FNV-1a over "key \0 clock \0 t|v" of each record
-// (tombstones included, so a repair never resurrects a delete: a tombstone's clock
-// descends from the value it deleted). Equal clocks name the same write, so values are not
+// (tombstones included, so a repair never resurrects a delete while its tombstone exists:
+// a tombstone's clock descends from the value it deleted; once tombstones are collected
+// after the grace period, see docs/rebalancing.md "Anti-entropy and the tombstone
+// grace"). Equal clocks name the same write, so values are not
 // hashed. A mismatch makes the primary push its records of the range; the follower applies
 // those that descend from its own, and sends back the ones it holds that the push did not
 // cover or that are newer or concurrent; the primary applies those by the same rule.

@@ -8,7 +8,7 @@
 // on the primary's history has a divergent (never committed) suffix and takes a full
 // copy instead of a delta.
 
-import { compare, clockToString, type VectorClock } from './vector-clock.js';
+import { compare, clockToString, EMPTY_CLOCK, type VectorClock } from './vector-clock.js';
 import { assert, type Epoch, type NodeId, type PartitionId, type Seq } from './types.js';
 
 /** One stored version of a key. value null = tombstone (keeps its clock). */
@@ -18,6 +18,13 @@ export interface KvRecord {
   /** The epoch and seq of the entry that wrote this version. */
   readonly epoch: Epoch;
   readonly seq: Seq;
+  /**
+   * Tombstones only: the primary's wall clock (ms) when it wrote the delete. Replicated
+   * with the record; the tombstone is collected `tombstoneGraceMs` later. Absent on a
+   * tombstone written before collection existed (or by a core not given the time): the
+   * sweep stamps it with its own clock the first time it sees it.
+   */
+  readonly deletedAtMs?: number;
 }
 
 /** Read-only view of this node's data, passed into the core (like etcd raft's Storage). */
@@ -54,12 +61,43 @@ export interface PartitionMeta {
    * acknowledgements). Must survive a restart within the epoch.
    */
   readonly confirmed: { readonly epoch: Epoch; readonly learners: readonly NodeId[] } | null;
+  /**
+   * The merge of the clocks of every tombstone collected from this copy of the partition
+   * (by this node, or by the source of a full copy it took). A write to a key that has no
+   * record starts from it, so it is strictly after every collected version: an ETag never
+   * comes back after delete -> collect -> re-create.
+   */
+  readonly purgedClock: VectorClock;
+  /**
+   * The highest (epoch, seq) of a collected tombstone. A delta ("records with seq > s")
+   * from a position before it could miss a delete, so such a follower gets a full copy.
+   */
+  readonly purgedUpTo: LogPosition;
 }
 
 export const emptyPosition: LogPosition = { epoch: 0 as Epoch, seq: 0 as Seq };
 
 export function emptyMeta(): PartitionMeta {
-  return { pos: emptyPosition, history: [], confirmed: null };
+  return { pos: emptyPosition, history: [], confirmed: null, purgedClock: EMPTY_CLOCK, purgedUpTo: emptyPosition };
+}
+
+/** A meta as stored by any version: metas written before tombstone collection lack the purge fields. */
+export function normalizeMeta(m: Partial<PartitionMeta> & Pick<PartitionMeta, 'pos' | 'history' | 'confirmed'>): PartitionMeta {
+  return { ...m, purgedClock: m.purgedClock ?? EMPTY_CLOCK, purgedUpTo: m.purgedUpTo ?? emptyPosition };
+}
+
+/** The later of two positions. */
+export function maxPosition(a: LogPosition, b: LogPosition): LogPosition {
+  return comparePositions(a, b) >= 0 ? a : b;
+}
+
+/**
+ * Tombstone collection: may the sweep remove this record now? Only a tombstone whose grace
+ * has run out (deletedAtMs + graceMs <= nowMs). A tombstone without deletedAtMs is never
+ * expired (the sweep stamps it first).
+ */
+export function tombstoneExpired(r: KvRecord, nowMs: number, graceMs: number): boolean {
+  return r.value === null && r.deletedAtMs !== undefined && r.deletedAtMs + graceMs <= nowMs;
 }
 
 /** (epoch, seq) order; null (a node mid-copy) is below everything. */

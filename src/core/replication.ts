@@ -21,7 +21,7 @@
 import { buildRing, partitionOf, type Ring } from './ring.js';
 import { assert, epoch as toEpoch, partitionId, seq as toSeq, type Epoch, type NodeId, type PartitionId, type Seq } from './types.js';
 import { createPrng, nextU32, type Prng } from './prng.js';
-import { EMPTY_CLOCK, increment, versionOf } from './vector-clock.js';
+import { clockToString, EMPTY_CLOCK, increment, merge, versionOf, type VectorClock } from './vector-clock.js';
 import type { ClusterConfig, Member } from './membership.js';
 import {
   createNode,
@@ -46,7 +46,10 @@ import {
   extendHistory,
   historyUpTo,
   judgeIncoming,
+  maxPosition,
+  normalizeMeta,
   onHistory,
+  tombstoneExpired,
   type AeRound,
   type Entry,
   type FollowerProgress,
@@ -93,7 +96,19 @@ export const replicationLimits = {
   historyMax: 64,
   keyLengthMax: 512,
   requestIdLengthMax: 128,
+  /**
+   * Tombstone collection: records (plus one per partition visited) the sweep examines per
+   * tick. At 20 ticks/s that is about 5,000 records a second, whatever the data size.
+   */
+  sweepRecordsPerTick: 256,
+  /** ... and value bytes it reads per tick (it reads whole records, in scans of at most copyChunkMax). */
+  sweepBytesPerTick: 1024 * 1024,
+  /** A new sweep pass starts at most this often (ms of wall time); also at most every grace/4. */
+  sweepPassMaxMs: 60_000,
 } as const;
+
+/** How long a tombstone is kept when RepOptions.tombstoneGraceMs is not given (24 h). */
+export const defaultTombstoneGraceMs = 86_400_000;
 
 assert(replicationLimits.replicationBatchMax <= replicationLimits.inflightEntriesMax, 'a batch fits the pipeline');
 assert(replicationLimits.pendingWritesMax <= replicationLimits.tailMax, 'every uncommitted entry stays in the tail');
@@ -120,7 +135,16 @@ export const defaultRepTiming: RepTiming = {
   writeTimeoutTicks: 40,
 };
 
-export type RepMutation = 'ack-before-replicated' | 'read-without-lease' | 'switch-before-caught-up' | 'drop-before-switch' | null;
+export type RepMutation =
+  | 'ack-before-replicated'
+  | 'read-without-lease'
+  | 'switch-before-caught-up'
+  | 'drop-before-switch'
+  /** Catch-up and pulls by delta ignore collected tombstones (purgedUpTo): a returning replica keeps a value whose delete was collected. */
+  | 'delta-ignores-purges'
+  /** A write to a key without a record starts from the empty clock, not from purgedClock: a re-created key can reuse an old ETag. */
+  | 'new-key-ignores-purges'
+  | null;
 
 export interface RepOptions {
   readonly id: NodeId;
@@ -137,6 +161,11 @@ export interface RepOptions {
   readonly copyBytesPerTick?: number;
   /** Every this many ticks each primary compares its partitions with its followers (default: never; see requestRepair). */
   readonly antiEntropyIntervalTicks?: number;
+  /**
+   * Tombstones are collected this many ms (of the wall time given to tick / submit) after
+   * their delete (default 24 h). Without a wall time nothing is ever collected.
+   */
+  readonly tombstoneGraceMs?: number;
 }
 
 /** A node's catch-up progress, carried in its heartbeats (GET /v1/cluster shows it). */
@@ -218,6 +247,9 @@ export interface RepCopyChunkMsg extends PartBase {
   readonly next: string | null;
   readonly pos: LogPosition;
   readonly history: readonly HistoryEntry[];
+  /** The source's collected tombstones (PartitionMeta.purgedClock / purgedUpTo) when it sent this chunk. */
+  readonly purgedClock: VectorClock;
+  readonly purgedUpTo: LogPosition;
 }
 export interface RepAppendMsg extends PartBase {
   readonly type: 'rep-append';
@@ -291,7 +323,9 @@ export type RepPersistOp =
   | { readonly kind: 'record'; readonly partition: PartitionId; readonly key: string; readonly record: KvRecord }
   | { readonly kind: 'partition-meta'; readonly partition: PartitionId; readonly meta: PartitionMeta }
   /** Drop every record of the partition (before a full copy). */
-  | { readonly kind: 'partition-reset'; readonly partition: PartitionId };
+  | { readonly kind: 'partition-reset'; readonly partition: PartitionId }
+  /** Tombstone collection: remove the key's record (an expired tombstone) from the data store. */
+  | { readonly kind: 'record-delete'; readonly partition: PartitionId; readonly key: string };
 
 export type Precondition = { readonly ifMatch?: readonly string[] | '*'; readonly ifNoneMatch?: '*' };
 
@@ -332,7 +366,9 @@ export type RepEvent =
   /** This node no longer owns the partition in `epoch`: its copy was deleted (rule 6). */
   | { readonly type: 'dropped'; readonly partition: PartitionId; readonly epoch: Epoch }
   /** The lease `peer` granted us ran out without a renewal (the peer is dead, paused or cut off). */
-  | { readonly type: 'lease-expired'; readonly peer: NodeId };
+  | { readonly type: 'lease-expired'; readonly peer: NodeId }
+  /** The sweep removed `count` expired tombstones of the partition from this node's copy. */
+  | { readonly type: 'tombstones-purged'; readonly partition: PartitionId; readonly count: number };
 
 export interface RepDropped {
   readonly from: NodeId;
@@ -394,11 +430,20 @@ export interface Replication {
   /** The tick of the last lease granted to each peer in the current epoch. */
   readonly grantedAt: Map<NodeId, number>;
   aeRounds: number;
+  /** The latest wall-clock time (ms) given to tick / submit; null until one is given. Never goes back. */
+  wallMs: number | null;
+  readonly tombstoneGraceMs: number;
+  /** Tombstone collection: where the pass in progress stands (null: between passes). */
+  sweep: { partition: number; after: string | null } | null;
+  /** Wall time at which the next sweep pass may start. */
+  nextSweepAtMs: number;
 }
 
 export function createReplication(opts: RepOptions, metas: ReadonlyMap<number, PartitionMeta>, store: StoreView): Replication {
   const timing: RepTiming = { ...defaultRepTiming, ...opts.timing };
   for (const [k, v] of Object.entries(timing)) assert(Number.isSafeInteger(v) && v >= 1, `timing.${k} must be a positive integer`);
+  const tombstoneGraceMs = opts.tombstoneGraceMs ?? defaultTombstoneGraceMs;
+  assert(Number.isSafeInteger(tombstoneGraceMs) && tombstoneGraceMs >= 1, 'tombstoneGraceMs must be a positive integer');
   assert(timing.heartbeatTicks < timing.leaseTicks, 'heartbeatTicks < leaseTicks');
   assert(timing.leaseTicks < timing.suspectTicks, 'leaseTicks < suspectTicks (rule 3)');
   const prng = createPrng(opts.seed);
@@ -430,6 +475,10 @@ export function createReplication(opts: RepOptions, metas: ReadonlyMap<number, P
     aeIntervalTicks: opts.antiEntropyIntervalTicks ?? Infinity,
     nextAeTick: opts.antiEntropyIntervalTicks ?? Infinity,
     aeRounds: 0,
+    wallMs: null,
+    tombstoneGraceMs,
+    sweep: null,
+    nextSweepAtMs: -Infinity,
   };
   restoredMetas.set(rep, metas);
   return rep;
@@ -601,9 +650,15 @@ export function setConfig(rep: Replication, cfg: ClusterConfig): RepReady {
   return finish(rep, out);
 }
 
-export function tick(rep: Replication): RepReady {
+/**
+ * One tick of the monotonic clock. `wallMs`: the wall-clock time now (Date.now() in the
+ * runtime, simulated time in the simulator), for tombstone collection only; it never
+ * decides anything about leases or roles. Without it nothing is collected.
+ */
+export function tick(rep: Replication, wallMs?: number): RepReady {
   const out = newReady();
   rep.now += 1;
+  observeWall(rep, wallMs);
   if (rep.cfg === null) return out;
   // The budget may go negative (a chunk is counted when it arrives): no chunk-size floor.
   const burst = rep.copyBytesPerTick * replicationLimits.copyBurstTicks;
@@ -623,7 +678,13 @@ export function tick(rep: Replication): RepReady {
     else if (ps.follower !== null) onFollowerTick(rep, out, ps);
     else if (ps.role === 'learner') onOrphanTick(rep, out, ps);
   }
+  sweepTombstones(rep, out);
   return finish(rep, out);
+}
+
+function observeWall(rep: Replication, wallMs: number | undefined): void {
+  if (wallMs === undefined || !Number.isFinite(wallMs)) return;
+  rep.wallMs = rep.wallMs === null ? wallMs : Math.max(rep.wallMs, wallMs);
 }
 
 export function step(rep: Replication, msg: RepMessage): RepReady {
@@ -650,9 +711,13 @@ export function step(rep: Replication, msg: RepMessage): RepReady {
   return finish(rep, out);
 }
 
-/** A client operation. Exactly one ClientReply with this requestId comes out, now or later. */
-export function submit(rep: Replication, requestId: string, op: ClientOp): RepReady {
+/**
+ * A client operation. Exactly one ClientReply with this requestId comes out, now or later.
+ * `wallMs`: the wall-clock time now; a delete records it in its tombstone (deletedAtMs).
+ */
+export function submit(rep: Replication, requestId: string, op: ClientOp, wallMs?: number): RepReady {
   const out = newReady();
+  observeWall(rep, wallMs);
   onClientOp(rep, out, requestId, op);
   return finish(rep, out);
 }
@@ -672,7 +737,8 @@ function finish(rep: Replication, out: RepReady): RepReady {
 function initPartitions(rep: Replication, count: number): void {
   const metas = restoredMetas.get(rep) ?? new Map<number, PartitionMeta>();
   for (let p = 0; p < count; p++) {
-    rep.partitions.push({ id: partitionId(p), meta: metas.get(p) ?? emptyMeta(), role: 'none', primary: null, follower: null, confirmedEpoch: 0, orphanPull: null, servedIn: null, leaseFence: rep.now + rep.timing.leaseTicks });
+    const stored = metas.get(p);
+    rep.partitions.push({ id: partitionId(p), meta: stored === undefined ? emptyMeta() : normalizeMeta(stored), role: 'none', primary: null, follower: null, confirmedEpoch: 0, orphanPull: null, servedIn: null, leaseFence: rep.now + rep.timing.leaseTicks });
   }
 }
 
@@ -923,6 +989,9 @@ function startCatchup(rep: Replication, out: RepReady, ps: PartitionState, f: Fo
   assert(mine !== null, 'the primary holds a complete log');
   let mode: 'none' | 'delta' | 'full' = 'full';
   if (f.pos !== null && onHistory(ps.meta.history, mine, f.pos)) mode = comparePositions(f.pos, mine) === 0 ? 'none' : 'delta';
+  // A delta sends records with seq > the follower's position: a tombstone collected after
+  // that position is not among them, and the follower would keep the value it deleted.
+  if (mode === 'delta' && f.pos !== null && comparePositions(f.pos, ps.meta.purgedUpTo) < 0 && rep.mutation !== 'delta-ignores-purges') mode = 'full';
   f.streaming = true;
   f.catchupMode = mode;
   f.liveFrom = mine.seq;
@@ -1268,7 +1337,18 @@ function onCopyReq(rep: Replication, out: RepReady, ps: PartitionState, msg: Rep
       break;
     }
   }
-  send(rep, out, msg.from, { type: 'rep-copy-chunk', partition: ps.id, session: msg.session, after: msg.after, records, next, pos, history: ps.meta.history });
+  send(rep, out, msg.from, {
+    type: 'rep-copy-chunk',
+    partition: ps.id,
+    session: msg.session,
+    after: msg.after,
+    records,
+    next,
+    pos,
+    history: ps.meta.history,
+    purgedClock: ps.meta.purgedClock,
+    purgedUpTo: ps.meta.purgedUpTo,
+  });
 }
 
 function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: RepCopyChunkMsg): void {
@@ -1276,7 +1356,19 @@ function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: R
   if (pr !== null) {
     const pull = pr.pull;
     if (pr.phase !== 'pull' || pull === null || msg.session !== pr.session || msg.from !== pull.source || msg.after !== pull.after) return;
+    if (pull.mode === 'delta' && deltaMissesPurges(rep, msg, pull.fromSeq)) {
+      // The source collected a tombstone after our position: pull everything instead.
+      out.persist.push({ kind: 'partition-reset', partition: ps.id });
+      writeMeta(out, ps, { ...ps.meta, pos: null, history: [] });
+      pull.mode = 'full';
+      pull.fromSeq = toSeq(0);
+      pull.after = null;
+      out.events.push({ type: 'copy', partition: ps.id, mode: 'full', role: 'primary' });
+      sendPullReq(rep, out, ps);
+      return;
+    }
     for (const [key, record] of msg.records) applyIncoming(rep, out, ps, key, record);
+    adoptPurged(out, ps, msg, pull.mode);
     if (msg.next !== null) {
       pull.after = msg.next;
       sendPullReq(rep, out, ps);
@@ -1295,7 +1387,9 @@ function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: R
       ps.orphanPull = null; // the source moved (it restarted): our copy is mixed; pos stays null, start over
       return;
     }
+    // A delta only from the empty position (onOrphanTick): it misses nothing we hold.
     for (const [key, record] of msg.records) applyIncoming(rep, out, ps, key, record);
+    adoptPurged(out, ps, msg, op.mode);
     if (msg.next !== null) {
       op.after = msg.next;
       sendOrphanReq(rep, out, ps);
@@ -1309,6 +1403,15 @@ function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: R
   const c = fs?.copy ?? null;
   if (fs === null || c === null || c.done || msg.session !== fs.session || msg.from !== fs.primary || msg.after !== c.after) return;
   c.awaiting = false;
+  if (c.mode === 'delta' && deltaMissesPurges(rep, msg, c.fromSeq)) {
+    // The primary collected a tombstone after our position while we copied (its grace ran
+    // out meanwhile): the delta cannot be complete. Our position is null on disk since the
+    // delta began, so a new stream (resync) gives us a full copy.
+    ps.follower = null;
+    send(rep, out, msg.from, { type: 'rep-ack', partition: ps.id, session: msg.session, acked: toSeq(0), caughtUp: false, resync: true });
+    return;
+  }
+  adoptPurged(out, ps, msg, c.mode);
   for (const [key, record] of msg.records) {
     applyIncoming(rep, out, ps, key, record);
     const b = recordBytes(record);
@@ -1326,6 +1429,30 @@ function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: R
   }
   c.done = true;
   finishCopy(rep, out, ps);
+}
+
+/**
+ * Can a delta copy from `fromSeq` miss a delete? Yes if the source collected a tombstone
+ * written after that position (a delta sends only records with seq > fromSeq, and the
+ * tombstone is gone). Positions compare by seq: fromSeq is on the source's log.
+ */
+function deltaMissesPurges(rep: Replication, msg: RepCopyChunkMsg, fromSeq: Seq): boolean {
+  if (rep.mutation === 'delta-ignores-purges') return false; // TEST-ONLY mutation
+  return msg.purgedUpTo.seq > fromSeq;
+}
+
+/**
+ * A copy chunk carries the source's collected tombstones. The clock is always merged
+ * (only ever larger: new writes stay after every collected version). The position: a full
+ * copy replaces our log with the source's, so its purgedUpTo replaces ours; a delta keeps
+ * the later of the two (both are positions on the same log).
+ */
+function adoptPurged(out: RepReady, ps: PartitionState, msg: RepCopyChunkMsg, mode: 'delta' | 'full'): void {
+  const m = ps.meta;
+  const clock = merge(m.purgedClock, msg.purgedClock);
+  const upTo = mode === 'full' ? msg.purgedUpTo : maxPosition(m.purgedUpTo, msg.purgedUpTo);
+  if (clockToString(clock) === clockToString(m.purgedClock) && comparePositions(upTo, m.purgedUpTo) === 0) return;
+  writeMeta(out, ps, { ...m, purgedClock: clock, purgedUpTo: upTo });
 }
 
 /** The copy is complete and live entries are contiguous from liveFrom: we hold the primary's log. */
@@ -1595,6 +1722,78 @@ function finishAeFollower(rep: Replication, out: RepReady, ps: PartitionState, p
 }
 
 // ---------------------------------------------------------------------------------------
+// Tombstone collection
+
+/**
+ * The sweep: every node walks each of its complete copies (primary or follower), a bounded
+ * number of records per tick, and removes the tombstones whose grace has run out
+ * (`record-delete`), recording them in the partition's purgedClock / purgedUpTo in the
+ * same Ready. A tombstone is removed only while it is the key's newest record: the scan
+ * reads the read-your-writes StoreView, and on a primary a key with a write in flight is
+ * left alone (its tombstone may not be committed yet). A tombstone without deletedAtMs
+ * (written before collection existed) is stamped with this node's clock instead, so it
+ * gets the whole grace from now on. A pass restarts from partition 0 when it is done,
+ * at most every min(grace / 4, sweepPassMaxMs).
+ */
+function sweepTombstones(rep: Replication, out: RepReady): void {
+  const now = rep.wallMs;
+  if (now === null || rep.partitions.length === 0) return;
+  if (rep.sweep === null) {
+    if (now < rep.nextSweepAtMs) return;
+    rep.sweep = { partition: 0, after: null };
+  }
+  let records = replicationLimits.sweepRecordsPerTick;
+  let bytes = replicationLimits.sweepBytesPerTick;
+  while (records > 0 && bytes > 0) {
+    const cur = rep.sweep;
+    const ps = rep.partitions[cur.partition];
+    if (ps === undefined) {
+      rep.sweep = null;
+      rep.nextSweepAtMs = now + Math.max(1, Math.min(replicationLimits.sweepPassMaxMs, Math.floor(rep.tombstoneGraceMs / 4)));
+      return;
+    }
+    records -= 1; // each partition visited (or scan started) costs one
+    // Mid-copy (position null): an incomplete copy is not swept; the copy brings the source's purges.
+    if (ps.meta.pos !== null) {
+      if (records === 0) return; // resume here next tick
+      const limit = Math.min(records, replicationLimits.copyChunkMax);
+      const scanned = rep.store.scan(ps.id, cur.after, limit);
+      records -= scanned.length;
+      for (const r of scanned) bytes -= recordBytes(r.record);
+      sweepRecords(rep, out, ps, scanned, now);
+      if (scanned.length === limit) {
+        cur.after = scanned[scanned.length - 1]!.key; // more may follow
+        continue;
+      }
+    }
+    cur.partition += 1;
+    cur.after = null;
+  }
+}
+
+function sweepRecords(rep: Replication, out: RepReady, ps: PartitionState, scanned: readonly { key: string; record: KvRecord }[], now: number): void {
+  let purged = 0;
+  let clock = ps.meta.purgedClock;
+  let upTo = ps.meta.purgedUpTo;
+  for (const { key, record } of scanned) {
+    if (record.value !== null) continue;
+    if (ps.primary !== null && ps.primary.inflight.has(key)) continue;
+    if (record.deletedAtMs === undefined) {
+      out.persist.push({ kind: 'record', partition: ps.id, key, record: { ...record, deletedAtMs: now } });
+      continue;
+    }
+    if (!tombstoneExpired(record, now, rep.tombstoneGraceMs)) continue;
+    out.persist.push({ kind: 'record-delete', partition: ps.id, key });
+    clock = merge(clock, record.clock);
+    upTo = maxPosition(upTo, { epoch: record.epoch, seq: record.seq });
+    purged += 1;
+  }
+  if (purged === 0) return;
+  writeMeta(out, ps, { ...ps.meta, purgedClock: clock, purgedUpTo: upTo });
+  out.events.push({ type: 'tombstones-purged', partition: ps.id, count: purged });
+}
+
+// ---------------------------------------------------------------------------------------
 // Heartbeats, leases, catch-up status
 
 function sendHeartbeats(rep: Replication, out: RepReady): void {
@@ -1746,8 +1945,15 @@ function onClientOp(rep: Replication, out: RepReady, requestId: string, op: Clie
   if (pr.writes.length >= replicationLimits.pendingWritesMax) return reply({ status: 'unavailable', reason: 'busy' });
   const pos = ps.meta.pos!;
   const seq = toSeq(pos.seq + 1);
-  const clock = increment(newest?.clock ?? EMPTY_CLOCK, rep.id);
-  const record: KvRecord = { value: op.type === 'put' ? op.value : null, clock, epoch: cfg.epoch, seq };
+  // A key without a record starts from the clocks of the tombstones collected in the
+  // partition: strictly after any version it had before, so no ETag is ever reused.
+  const clock = increment(newest?.clock ?? (rep.mutation === 'new-key-ignores-purges' ? EMPTY_CLOCK : ps.meta.purgedClock), rep.id); // TEST-ONLY mutation: the empty clock
+  const record: KvRecord =
+    op.type === 'put'
+      ? { value: op.value, clock, epoch: cfg.epoch, seq }
+      : rep.wallMs === null
+        ? { value: null, clock, epoch: cfg.epoch, seq }
+        : { value: null, clock, epoch: cfg.epoch, seq, deletedAtMs: rep.wallMs };
   const entry: Entry = { seq, key: op.key, record };
   out.persist.push({ kind: 'record', partition: ps.id, key: op.key, record });
   writeMeta(out, ps, { ...ps.meta, pos: { epoch: cfg.epoch, seq } });
@@ -1848,13 +2054,14 @@ export function stepKv(node: KvNode, msg: Message | RepMessage): KvReady {
   return follow(node, stepMembership(node.membership, msg), null);
 }
 
-export function tickKv(node: KvNode): KvReady {
+/** One tick of both layers; `wallMs` is the wall-clock time (tombstone collection only, see tick). */
+export function tickKv(node: KvNode, wallMs?: number): KvReady {
   const m = tickMembership(node.membership);
-  return follow(node, m, tick(node.rep));
+  return follow(node, m, tick(node.rep, wallMs));
 }
 
-export function submitKv(node: KvNode, requestId: string, op: ClientOp): KvReady {
-  return { membership: emptyMembershipReady(), rep: submit(node.rep, requestId, op) };
+export function submitKv(node: KvNode, requestId: string, op: ClientOp, wallMs?: number): KvReady {
+  return { membership: emptyMembershipReady(), rep: submit(node.rep, requestId, op, wallMs) };
 }
 
 export function proposeKv(node: KvNode, change: ConfigChange, requestId: string): KvReady {

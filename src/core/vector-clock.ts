@@ -182,7 +182,8 @@ export function clockFromString(s: string): VectorClock {
  * Why a hash of the clock: an ETag should be opaque and short whatever the cluster size,
  * and the clock already identifies the version (its text is canonical, so equal clocks
  * give equal versions). A hash cannot come back around after delete and re-create (no
- * ABA): a delete is a tombstone that keeps its clock, the next write increments it, and
+ * ABA): a delete is a tombstone that keeps its clock, the next write increments it (once
+ * the tombstone is collected, the partition's purgedClock stands in for it), and
  * clocks only grow, so a re-created key never reuses an earlier clock. Two different
  * clocks share a version only through a 64-bit hash collision.
  */

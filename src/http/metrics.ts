@@ -13,6 +13,7 @@ export class Metrics {
   readonly leaseExpiries: Counter<'peer'>;
   readonly repairs: Counter<'where'>;
   readonly antiEntropyPasses: Counter;
+  readonly tombstonesPurged: Counter;
 
   /** Set by the runtime once replication runs: partitions this node leads, serving, and their copies. */
   replication: (() => { primaries: number; serving: number; inSyncMin: number; lag: ReadonlyMap<number, number> }) | null = null;
@@ -80,6 +81,11 @@ export class Metrics {
     this.antiEntropyPasses = new Counter({
       name: 'ringkv_anti_entropy_passes_total',
       help: 'Anti-entropy passes finished (one per partition this node leads, all of its in-sync followers compared).',
+      registers: [this.registry],
+    });
+    this.tombstonesPurged = new Counter({
+      name: 'ringkv_tombstones_purged_total',
+      help: 'Expired tombstones this node removed from its copies (timing.tombstoneGraceMs after their delete), primary or replica.',
       registers: [this.registry],
     });
     const rview = () => this.replication?.();

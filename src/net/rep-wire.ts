@@ -36,7 +36,9 @@ const value = z
   .transform((s) => new Uint8Array(Buffer.from(s, 'base64')))
   .nullable();
 
-const record = z.strictObject({ value, clock, epoch, seq });
+/** A tombstone's deletedAtMs (ms since the epoch); absent on values and on tombstones older than tombstone collection. */
+const deletedAtMs = count.optional();
+const record = z.strictObject({ value, clock, epoch, seq, deletedAtMs });
 const position = z.strictObject({ epoch: epochAny, seq });
 const history = z.array(z.strictObject({ epoch, startSeq: seq })).max(replicationLimits.historyMax + 1);
 const partition = z.number().int().min(0).max(1 << 21).transform((n) => n as PartitionId);
@@ -75,6 +77,8 @@ export const repMessageSchema = z.discriminatedUnion('type', [
     next: key.nullable(),
     pos: position,
     history,
+    purgedClock: clock,
+    purgedUpTo: position,
   }),
   z.strictObject({
     ...part,
@@ -110,15 +114,18 @@ interface WireRecord {
   clock: VectorClock;
   epoch: number;
   seq: number;
+  deletedAtMs?: number;
 }
 
-function encodeRecord(r: { value: Uint8Array | null; clock: VectorClock; epoch: number; seq: number }): WireRecord {
-  return {
+function encodeRecord(r: { value: Uint8Array | null; clock: VectorClock; epoch: number; seq: number; deletedAtMs?: number }): WireRecord {
+  const out: WireRecord = {
     value: r.value === null ? null : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength).toString('base64'),
     clock: r.clock,
     epoch: r.epoch,
     seq: r.seq,
   };
+  if (r.deletedAtMs !== undefined) out.deletedAtMs = r.deletedAtMs;
+  return out;
 }
 
 /** The JSON-safe form of a replication message (values as base64). */

@@ -52,6 +52,8 @@ export interface KvDriverOptions extends DriverOptions {
   readonly transferBytesPerSecond: number;
   /** Period of the background anti-entropy pass; 0 = only on request (repair()). */
   readonly antiEntropyIntervalMs: number;
+  /** Tombstones are collected this long after their delete (wall-clock ms). */
+  readonly tombstoneGraceMs: number;
   /** Called for every replication event (metrics); see RepEventInfo. */
   readonly onRepEvent?: (e: RepEvent, info: RepEventInfo) => void;
 }
@@ -113,6 +115,7 @@ export class KvDriver extends EventEmitter {
           seed: (seed ^ 0x5bd1e995) >>> 0,
           copyBytesPerTick: (opts.transferBytesPerSecond * this.tickMs) / 1000,
           antiEntropyIntervalTicks: opts.antiEntropyIntervalMs === 0 ? undefined : Math.ceil(opts.antiEntropyIntervalMs / this.tickMs),
+          tombstoneGraceMs: opts.tombstoneGraceMs,
           timing: { heartbeatTicks, leaseTicks, suspectTicks, retransmitTicks: heartbeatTicks, writeTimeoutTicks: Math.max(leaseTicks + 1, Math.ceil(2000 / this.tickMs)) },
         },
       },
@@ -130,7 +133,7 @@ export class KvDriver extends EventEmitter {
     for (const r of this.pendingReadies) this.apply(r);
     this.pendingReadies = [];
     this.timer = setInterval(() => this.catchUpTicks(), Math.max(5, Math.floor(this.tickMs / 2)));
-    this.apply(tickKv(this.node));
+    this.apply(tickKv(this.node, Date.now()));
   }
 
   async stop(): Promise<void> {
@@ -156,7 +159,7 @@ export class KvDriver extends EventEmitter {
     const requestId = `${this.opts.id}-${process.pid}-c${++this.nextRequest}`;
     return new Promise((resolve) => {
       this.waitingClient.set(requestId, resolve);
-      this.apply(submitKv(this.node, requestId, op));
+      this.apply(submitKv(this.node, requestId, op, Date.now()));
     });
   }
 
@@ -248,7 +251,8 @@ export class KvDriver extends EventEmitter {
     const now = performance.now();
     while (now - this.lastTick >= this.tickMs) {
       this.lastTick += this.tickMs;
-      this.apply(tickKv(this.node));
+      // The wall clock only dates deletes and expires tombstones (the core keeps it monotonic).
+      this.apply(tickKv(this.node, Date.now()));
     }
   }
 
@@ -362,6 +366,9 @@ export class KvDriver extends EventEmitter {
         case 'repaired':
           log.warn({ partition: e.partition, peer: e.peer, where: e.where, count: e.count }, 'anti-entropy repaired records');
           this.emit('repaired', e.count);
+          break;
+        case 'tombstones-purged':
+          log.debug({ partition: e.partition, count: e.count }, 'collected expired tombstones');
           break;
         case 'lease-expired':
           if (this.logOnce.first(`lease-${e.peer}-${this.config().epoch}`)) log.info({ peer: e.peer }, 'lease from peer expired');

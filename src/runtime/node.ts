@@ -95,6 +95,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     leaseMs: config.timing.leaseMs,
     transferBytesPerSecond: config.limits.transferBytesPerSecond,
     antiEntropyIntervalMs: config.timing.antiEntropyIntervalMs,
+    tombstoneGraceMs: config.timing.tombstoneGraceMs,
     store,
     transport,
     logger,
@@ -103,6 +104,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
       else if (e.type === 'lease-expired') metrics.leaseExpiries.inc({ peer: e.peer });
       else if (e.type === 'repaired') metrics.repairs.inc({ where: e.where }, e.count);
       else if (e.type === 'ae-done') metrics.antiEntropyPasses.inc();
+      else if (e.type === 'tombstones-purged') metrics.tombstonesPurged.inc(e.count);
       else if (e.type === 'serving') {
         metrics.takeovers.inc();
         if (info.failover) metrics.failovers.inc();

@@ -7,6 +7,7 @@
 // A crash loses the overlay with the process; the node restarts from the disk, which is
 // exactly what the core expects (nothing was sent or replied before it was durable).
 
+import { normalizeMeta } from '../core/partition.js';
 import type { KvRecord, PartitionMeta, RepPersistOp, StoreView } from '../core/replication.js';
 import type { Epoch, PartitionId, Seq } from '../core/types.js';
 import { compareUtf8 } from '../store/scan.js';
@@ -15,21 +16,27 @@ import type { Store, StoredRecord, WriteOp } from '../store/store.js';
 export const META_PARTITION = 'rep/partition/';
 export const partitionMetaKey = (p: number): string => META_PARTITION + String(p).padStart(8, '0');
 
-/** Partition metadata as persisted by earlier runs (restart). */
+/**
+ * Partition metadata as persisted by earlier runs (restart). The meta is stored as the
+ * core's PartitionMeta object ({pos, history, confirmed, purgedClock, purgedUpTo}); metas
+ * written before tombstone collection lack the last two and read as "nothing collected".
+ */
 export function loadPartitionMetas(store: Store): Map<number, PartitionMeta> {
   const out = new Map<number, PartitionMeta>();
-  for (const { key, value } of store.scanMeta<PartitionMeta>(META_PARTITION)) out.set(Number(key.slice(META_PARTITION.length)), value);
+  for (const { key, value } of store.scanMeta<PartitionMeta>(META_PARTITION)) out.set(Number(key.slice(META_PARTITION.length)), normalizeMeta(value));
   return out;
 }
 
 /** A stored record as the core sees it. Records from before replication sit at (0, 0). */
 export function toKvRecord(r: StoredRecord | undefined): KvRecord | undefined {
   if (r === undefined) return undefined;
-  return { value: r.value, clock: r.clock, epoch: (r.epoch ?? 0) as Epoch, seq: (r.seq ?? 0) as Seq };
+  const out = { value: r.value, clock: r.clock, epoch: (r.epoch ?? 0) as Epoch, seq: (r.seq ?? 0) as Seq };
+  return r.deletedAtMs === undefined ? out : { ...out, deletedAtMs: r.deletedAtMs };
 }
 
 function toStored(r: KvRecord): StoredRecord {
-  return { value: r.value, clock: r.clock, epoch: r.epoch, seq: r.seq };
+  const out = { value: r.value, clock: r.clock, epoch: r.epoch, seq: r.seq };
+  return r.deletedAtMs === undefined ? out : { ...out, deletedAtMs: r.deletedAtMs };
 }
 
 /** The store write ops for one Ready's replication persist ops, in order. */
@@ -42,13 +49,15 @@ export function repWriteOps(ops: readonly RepPersistOp[]): WriteOp[] {
         return { kind: 'meta', key: partitionMetaKey(op.partition), value: op.meta };
       case 'partition-reset':
         return { kind: 'remove-partition', partition: op.partition };
+      case 'record-delete':
+        return { kind: 'remove', partition: op.partition, key: op.key };
     }
   });
 }
 
 interface PartitionOverlay {
-  /** Newest staged record per key and the generation (Ready) that staged it. */
-  readonly records: Map<string, { record: KvRecord; gen: number }>;
+  /** Newest staged record per key (null: a staged record-delete) and the generation (Ready) that staged it. */
+  readonly records: Map<string, { record: KvRecord | null; gen: number }>;
   /** A staged partition-reset not yet durable: the disk's records are gone for the core. */
   resetGen: number | null;
 }
@@ -62,7 +71,7 @@ export class OverlayStoreView implements StoreView {
   get(partition: PartitionId, key: string): KvRecord | undefined {
     const o = this.parts.get(partition);
     const hit = o?.records.get(key);
-    if (hit !== undefined) return hit.record;
+    if (hit !== undefined) return hit.record ?? undefined;
     if (o !== undefined && o.resetGen !== null) return undefined;
     return toKvRecord(this.store.get(partition, key));
   }
@@ -71,15 +80,22 @@ export class OverlayStoreView implements StoreView {
     const o = this.parts.get(partition);
     const merged = new Map<string, KvRecord>();
     if (o === undefined || o.resetGen === null) {
-      for (const { key, record } of this.store.scan(partition, { prefix: '', after: after ?? '', limit, includeTombstones: true })) {
+      // Staged deletions hide store keys: read that many more, so `limit` survive.
+      let hidden = 0;
+      if (o !== undefined) for (const { record } of o.records.values()) if (record === null) hidden++;
+      for (const { key, record } of this.store.scan(partition, { prefix: '', after: after ?? '', limit: limit + hidden, includeTombstones: true })) {
         merged.set(key, toKvRecord(record)!);
       }
     }
     if (o !== undefined) {
-      for (const [key, { record }] of o.records) if (after === null || compareUtf8(key, after) > 0) merged.set(key, record);
+      for (const [key, { record }] of o.records) {
+        if (after !== null && compareUtf8(key, after) <= 0) continue;
+        if (record === null) merged.delete(key);
+        else merged.set(key, record);
+      }
     }
-    // The store's first `limit` keys plus every overlay key after `after` contain the
-    // union's first `limit` keys.
+    // The store's first `limit + hidden` keys plus every overlay key after `after`, less the
+    // staged deletions, contain the union's first `limit` keys.
     return [...merged.keys()]
       .sort(compareUtf8)
       .slice(0, limit)
@@ -96,6 +112,8 @@ export class OverlayStoreView implements StoreView {
       if (op.kind === 'partition-reset') {
         o.records.clear();
         o.resetGen = gen;
+      } else if (op.kind === 'record-delete') {
+        o.records.set(op.key, { record: null, gen });
       } else {
         o.records.set(op.key, { record: op.record, gen });
       }

@@ -17,6 +17,8 @@ interface DiskRecord {
   /** Replication (epoch, seq); absent in records written before replication. */
   e?: number;
   s?: number;
+  /** Tombstones: deletedAtMs (absent in tombstones written before tombstone collection). */
+  d?: number;
 }
 
 /**
@@ -78,6 +80,7 @@ export class LmdbStore implements Store {
             const disk: DiskRecord = { v: op.record.value, c: op.record.clock as unknown as [string, number][] };
             if (op.record.epoch !== undefined) disk.e = op.record.epoch;
             if (op.record.seq !== undefined) disk.s = op.record.seq;
+            if (op.record.deletedAtMs !== undefined) disk.d = op.record.deletedAtMs;
             this.data.put([op.partition, op.key], disk);
             break;
           }
@@ -131,6 +134,6 @@ export class LmdbStore implements Store {
 
 function fromDisk(r: DiskRecord): StoredRecord {
   const clock = r.c as unknown as StoredRecord['clock'];
-  if (r.e === undefined || r.s === undefined) return { value: r.v, clock };
-  return { value: r.v, clock, epoch: r.e, seq: r.s };
+  const base = r.e === undefined || r.s === undefined ? { value: r.v, clock } : { value: r.v, clock, epoch: r.e, seq: r.s };
+  return r.d === undefined ? base : { ...base, deletedAtMs: r.d };
 }

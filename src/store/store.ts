@@ -9,13 +9,17 @@ import type { PartitionId } from '../core/types.js';
 import type { VectorClock } from '../core/vector-clock.js';
 
 /** One stored version of a key. A delete is stored as a tombstone that keeps its clock,
- *  so a later re-create gets a strictly newer version (no ETag ever comes back). */
+ *  so a later re-create gets a strictly newer version (no ETag ever comes back). A
+ *  tombstone is removed after the grace period; its clock then lives on in the
+ *  partition's purgedClock (core/partition.ts PartitionMeta). */
 export interface StoredRecord {
   readonly value: Uint8Array | null; // null for a tombstone
   readonly clock: VectorClock;
   /** The (epoch, seq) of the replication log entry that wrote it (absent: written before replication). */
   readonly epoch?: number;
   readonly seq?: number;
+  /** Tombstones: when the delete was written (primary's wall clock, ms); absent on older tombstones. */
+  readonly deletedAtMs?: number;
 }
 
 export type WriteOp =

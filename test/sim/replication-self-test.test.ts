@@ -37,4 +37,12 @@ describe('replication simulator self-test', () => {
   it('catches an outgoing member that drops its copies before the switch is decided', () => {
     expectCaught('drop-before-switch', moveMutationSeedsMax);
   }, 120_000);
+
+  it('catches a delta catch-up that ignores collected tombstones (a returning replica keeps a deleted value)', () => {
+    expectCaught('delta-ignores-purges', repDefaultSeedCount, /^(acked-durable|linearizability|switch|min-copies): /);
+  }, 120_000);
+
+  it('catches a re-created key that reuses the version of a collected one', () => {
+    expectCaught('new-key-ignores-purges', repDefaultSeedCount, /^(etag-unique|acked-durable|linearizability|conflicts): /);
+  }, 120_000);
 });

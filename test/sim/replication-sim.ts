@@ -60,6 +60,16 @@
 //                    in its own, possibly stale, config: counted as cutOffRejected); every
 //                    `committed` answer names the decided entry that carries the request
 //   conflicts        no version conflict (concurrent clocks) anywhere
+//   purge            tombstone collection (every node, a grace of 150..800 ms per seed)
+//                    removes only a key's newest record, only if it is a tombstone whose
+//                    grace has run out. An acknowledged version counts as held by a node
+//                    whose disk has no record of the key at all once a tombstone that
+//                    descends from it was collected somewhere (the delete is then the
+//                    absence); a node holding an older VALUE still fails acked-durable
+//                    (a delete resurrected by a catch-up that missed a collected tombstone)
+//   etag-unique      a version (ETag) of a key never names two different writes: no two
+//                    acknowledged writes, nor a read and another write, share one (a key
+//                    re-created after its tombstone was collected gets a new version)
 // At the end: every member active and an owner (no move left unfinished), every partition
 // served again (liveness), and the client history is linearizable
 // (test/support/linearizability.ts).
@@ -141,6 +151,9 @@ export interface RepSimStats {
   readonly retired: number;
   /** Members of the last config. */
   readonly members: number;
+  /** The tombstone grace of this run (ms) and the tombstones collected (over all nodes). */
+  readonly graceMs: number;
+  readonly purged: number;
 }
 
 export class RepSimViolation extends Error {
@@ -273,6 +286,11 @@ class RepSim {
   private readonly traceMax: number;
   /** Highest acknowledged version per key (clocks of one key must form a chain). */
   private readonly acked = new Map<string, VectorClock>();
+  /** Clocks of the tombstones collected anywhere, per key (see purge). */
+  private readonly purgedTombs = new Map<string, VectorClock[]>();
+  /** etag-unique: `${key}\0${version}` -> the write it names. */
+  private readonly versionNames = new Map<string, string>();
+  private readonly graceMs: number;
   private readonly clockOfVersion = new Map<string, VectorClock>();
   /** Every decided config entry, by epoch (the first one any node learned). */
   private readonly decided = new Map<number, LogEntry>();
@@ -300,6 +318,7 @@ class RepSim {
     switches: 0,
     joined: 0,
     retired: 0,
+    purged: 0,
   };
 
   constructor(private readonly opts: RepSimOptions) {
@@ -322,6 +341,8 @@ class RepSim {
     };
     this.fsyncMaxMs = nextInt(p, 2, 25);
     this.faultGapMs = nextInt(p, 300, 1200);
+    // Short enough that tombstones are collected while replicas are down or cut off.
+    this.graceMs = nextInt(p, 150, 800);
     this.history = new HistoryRecorder(() => this.now);
     for (let c = 0; c < 3; c++) this.clients.push({ id: c, op: null, handle: null, kind: 'get', attempt: 0, hops: 0, seen: new Map(), counter: 0 });
     for (const id of this.pool) {
@@ -387,6 +408,7 @@ class RepSim {
       epochs: this.latest?.epoch ?? 1,
       settledAtMs,
       members: this.latest?.members.length ?? 0,
+      graceMs: this.graceMs,
     };
   }
 
@@ -423,7 +445,7 @@ class RepSim {
       case 'tick': {
         const s = this.sim(ev.id);
         if (s.node === null || s.incarnation !== ev.incarnation) return;
-        this.input(s, tickKv);
+        this.input(s, (n) => tickKv(n, this.now));
         this.q.push(this.now + tickMs, ev);
         return;
       }
@@ -516,7 +538,7 @@ class RepSim {
           // As the runtime does (KvDriver): heartbeats carry the ring checksum of the sender's epoch.
           ringChecksum: (cfg) => buildRing(cfg).checksum,
         },
-        replication: { seed: seed ^ 0x5bd1e995, checkInvariants: true, testOnlyMutation: this.opts.mutation ?? null },
+        replication: { seed: seed ^ 0x5bd1e995, checkInvariants: true, testOnlyMutation: this.opts.mutation ?? null, tombstoneGraceMs: this.graceMs },
       },
       { membership: s.durableMembership, metas: s.durableMetas },
       store,
@@ -560,7 +582,7 @@ class RepSim {
     s.paused = false;
     const missed = Math.floor((this.now - s.pausedAt) / tickMs);
     this.note(`${s.id} RESUMES after ${this.now - s.pausedAt} ms (${missed} ticks)`);
-    for (let i = 0; i < missed && s.node !== null; i++) this.input(s, tickKv);
+    for (let i = 0; i < missed && s.node !== null; i++) this.input(s, (n) => tickKv(n, this.now));
     const frozen = s.frozen;
     s.frozen = [];
     for (const ev of frozen) this.handle(ev);
@@ -593,6 +615,7 @@ class RepSim {
     this.checkServedReplies(s, r, before);
     for (const a of ops) {
       if (a.layer === 'r') {
+        if (a.op.kind === 'record-delete') this.onPurge(s, a.op.partition, a.op.key);
         applyRecordOp(s.liveRecords, a.op);
         if (a.op.kind === 'record') this.clockOfVersion.set(versionOf(a.op.record.clock), a.op.record.clock);
       }
@@ -960,7 +983,7 @@ class RepSim {
     const requestId = `q${this.nextRequest++}`;
     s.requests.set(requestId, { client, attempt, key: op.key });
     this.note(`client ${client} -> ${to} ${requestId} op #${c.handle?.id} ${c.kind} ${op.key}`);
-    this.input(s, (n) => submitKv(n, requestId, op));
+    this.input(s, (n) => submitKv(n, requestId, op, this.now));
   }
 
   private clientReply(client: number, attempt: number, from: NodeId, r: ClientResult): void {
@@ -992,6 +1015,7 @@ class RepSim {
         return this.finishOp(c, 'done');
       case 'ok':
         if (c.kind === 'get') {
+          this.nameVersion(op.key, r.version, `the value ${new TextDecoder().decode(r.value)}`);
           c.handle.ok({ type: 'found', value: new TextDecoder().decode(r.value), version: r.version });
           c.seen.set(op.key, r.version);
         } else if (c.kind === 'delete') {
@@ -1028,6 +1052,8 @@ class RepSim {
     if (key === undefined) return;
     const clock = this.clockOfVersion.get(version);
     if (clock === undefined) this.fail(`acked-durable: ${s.id} acknowledged unknown version ${version} of ${key}`);
+    const op = c.op!;
+    this.nameVersion(key, version, op.type === 'put' ? `the value ${new TextDecoder().decode(op.value)}` : `the delete of op #${c.handle?.id}`);
     this.stats.acked += 1;
     const prev = this.acked.get(key);
     if (prev === undefined || compare(clock, prev) === 'after') this.acked.set(key, clock);
@@ -1104,7 +1130,33 @@ class RepSim {
 
   private holds(id: NodeId, p: PartitionId, key: string, clock: VectorClock): boolean {
     const rec = this.sim(id).durableRecords.get(p)?.get(key);
-    return rec !== undefined && descends(rec.clock, clock);
+    if (rec !== undefined) return descends(rec.clock, clock);
+    // No record at all: fine once a delete at or after that version was collected.
+    return this.purgedTombs.get(key)?.some((t) => descends(t, clock)) ?? false;
+  }
+
+  /**
+   * purge: `s` collects the record of `key`: it must be the key's newest record, a
+   * tombstone whose grace has run out (by the simulated clock every node shares).
+   */
+  private onPurge(s: SimNode, p: number, key: string): void {
+    const rec = s.liveRecords.get(p)?.get(key);
+    if (rec === undefined || rec.value !== null) this.fail(`purge: ${s.id} collects ${key} (partition ${p}), whose newest record is ${rec === undefined ? 'missing' : 'a value'}`);
+    if (rec.deletedAtMs === undefined || rec.deletedAtMs + this.graceMs > this.now) {
+      this.fail(`purge: ${s.id} collects the tombstone of ${key} deleted at ${rec.deletedAtMs} ms, before its grace (${this.graceMs} ms) ran out`);
+    }
+    this.stats.purged += 1;
+    const list = this.purgedTombs.get(key) ?? [];
+    list.push(rec.clock);
+    this.purgedTombs.set(key, list);
+  }
+
+  /** etag-unique: a version of `key` names one write only. */
+  private nameVersion(key: string, version: string, what: string): void {
+    const k = `${key}\0${version}`;
+    const prev = this.versionNames.get(k);
+    if (prev === undefined) this.versionNames.set(k, what);
+    else if (prev !== what) this.fail(`etag-unique: version ${version} of ${key} names both ${prev} and ${what}`);
   }
 
   private checkAckedDurable(): void {
@@ -1236,6 +1288,7 @@ function keepWiped(s: SimNode, p: number): void {
 
 function applyRecordOp(records: Records, op: RepPersistOp): void {
   if (op.kind === 'partition-reset') records.delete(op.partition);
+  else if (op.kind === 'record-delete') records.get(op.partition)?.delete(op.key);
   else if (op.kind === 'record') {
     let m = records.get(op.partition);
     if (m === undefined) records.set(op.partition, (m = new Map()));
