@@ -241,6 +241,12 @@ export interface RepCopyReqMsg extends PartBase {
 }
 export interface RepCopyChunkMsg extends PartBase {
   readonly type: 'rep-copy-chunk';
+  /**
+   * The request this answers (mode, fromSeq, after), echoed: a copy that switched from
+   * delta to full in the same session must not take a late delta chunk for a full one.
+   */
+  readonly mode: 'delta' | 'full';
+  readonly fromSeq: Seq;
   readonly after: string | null;
   readonly records: readonly (readonly [string, KvRecord])[];
   /** Cursor for the next chunk, or null when this was the last. */
@@ -1341,6 +1347,8 @@ function onCopyReq(rep: Replication, out: RepReady, ps: PartitionState, msg: Rep
     type: 'rep-copy-chunk',
     partition: ps.id,
     session: msg.session,
+    mode: msg.mode,
+    fromSeq: msg.fromSeq,
     after: msg.after,
     records,
     next,
@@ -1355,7 +1363,7 @@ function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: R
   const pr = ps.primary;
   if (pr !== null) {
     const pull = pr.pull;
-    if (pr.phase !== 'pull' || pull === null || msg.session !== pr.session || msg.from !== pull.source || msg.after !== pull.after) return;
+    if (pr.phase !== 'pull' || pull === null || msg.session !== pr.session || msg.from !== pull.source || !answers(msg, pull)) return;
     if (pull.mode === 'delta' && deltaMissesPurges(rep, msg, pull.fromSeq)) {
       // The source collected a tombstone after our position: pull everything instead.
       out.persist.push({ kind: 'partition-reset', partition: ps.id });
@@ -1382,7 +1390,7 @@ function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: R
   }
   const op = ps.orphanPull;
   if (op !== null) {
-    if (msg.session !== op.session || msg.from !== op.source || msg.after !== op.after) return;
+    if (msg.session !== op.session || msg.from !== op.source || !answers(msg, op)) return;
     if (comparePositions(msg.pos, op.expect) !== 0) {
       ps.orphanPull = null; // the source moved (it restarted): our copy is mixed; pos stays null, start over
       return;
@@ -1401,7 +1409,7 @@ function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: R
   }
   const fs = ps.follower;
   const c = fs?.copy ?? null;
-  if (fs === null || c === null || c.done || msg.session !== fs.session || msg.from !== fs.primary || msg.after !== c.after) return;
+  if (fs === null || c === null || c.done || msg.session !== fs.session || msg.from !== fs.primary || !answers(msg, c)) return;
   c.awaiting = false;
   if (c.mode === 'delta' && deltaMissesPurges(rep, msg, c.fromSeq)) {
     // The primary collected a tombstone after our position while we copied (its grace ran
@@ -1429,6 +1437,11 @@ function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: R
   }
   c.done = true;
   finishCopy(rep, out, ps);
+}
+
+/** Does the chunk answer the request this copy has outstanding (not an older one of the same session)? */
+function answers(msg: RepCopyChunkMsg, want: { readonly mode: 'delta' | 'full'; readonly fromSeq: Seq; readonly after: string | null }): boolean {
+  return msg.mode === want.mode && msg.fromSeq === want.fromSeq && msg.after === want.after;
 }
 
 /**

@@ -72,6 +72,8 @@ export const repMessageSchema = z.discriminatedUnion('type', [
   z.strictObject({
     ...part,
     type: z.literal('rep-copy-chunk'),
+    mode: z.enum(['delta', 'full']),
+    fromSeq: seq,
     after: key.nullable(),
     records: z.array(z.tuple([key, record])).max(replicationLimits.copyChunkMax),
     next: key.nullable(),

@@ -227,8 +227,11 @@ interface SimNode {
   paused: boolean;
   frozen: SimEvent[];
   pausedAt: number;
+  /** When the node's next tick is due: a resume replays every tick due meanwhile, in phase. */
+  nextTickAt: number;
   /** requestId -> client attempt */
-  readonly requests: Map<string, { client: number; attempt: number; key: string }>;
+  /** Requests in flight at this node: the reply may come after the client gave up and moved on. */
+  readonly requests: Map<string, { client: number; attempt: number; key: string; op: ClientOp; opId: number | undefined }>;
   /** The epoch whose config and ring this incarnation was last checked against. */
   checkedEpoch: number;
 }
@@ -362,6 +365,7 @@ class RepSim {
         paused: false,
         frozen: [],
         pausedAt: 0,
+        nextTickAt: 0,
         requests: new Map(),
         checkedEpoch: 0,
       });
@@ -446,7 +450,8 @@ class RepSim {
         const s = this.sim(ev.id);
         if (s.node === null || s.incarnation !== ev.incarnation) return;
         this.input(s, (n) => tickKv(n, this.now));
-        this.q.push(this.now + tickMs, ev);
+        s.nextTickAt = this.now + tickMs;
+        this.q.push(s.nextTickAt, ev);
         return;
       }
       case 'deliver': {
@@ -547,7 +552,8 @@ class RepSim {
     this.learned(currentEntry(node.membership));
     this.note(`${id} ${first ? 'starts' : 'restarts'} at epoch ${currentConfig(node.membership).epoch}`);
     this.output(s, ready, null);
-    this.q.push(this.now + nextInt(this.prng, 1, tickMs), { kind: 'tick', id, incarnation: s.incarnation });
+    s.nextTickAt = this.now + nextInt(this.prng, 1, tickMs);
+    this.q.push(s.nextTickAt, { kind: 'tick', id, incarnation: s.incarnation });
     this.scheduleRetire(s);
   }
 
@@ -580,13 +586,17 @@ class RepSim {
   /** SIGCONT: the clock has moved on; the node sees every missed tick before anything else. */
   private resume(s: SimNode): void {
     s.paused = false;
-    const missed = Math.floor((this.now - s.pausedAt) / tickMs);
+    // Every tick that fell due while paused, as the runtime delivers them (KvDriver counts
+    // elapsed time exactly): a node whose tick count fell behind real time would think its
+    // leases last longer than they do.
+    let missed = 0;
+    for (; s.nextTickAt <= this.now; s.nextTickAt += tickMs) missed += 1;
     this.note(`${s.id} RESUMES after ${this.now - s.pausedAt} ms (${missed} ticks)`);
     for (let i = 0; i < missed && s.node !== null; i++) this.input(s, (n) => tickKv(n, this.now));
     const frozen = s.frozen;
     s.frozen = [];
     for (const ev of frozen) this.handle(ev);
-    if (s.node !== null) this.q.push(this.now + tickMs, { kind: 'tick', id: s.id, incarnation: s.incarnation });
+    if (s.node !== null) this.q.push(s.nextTickAt, { kind: 'tick', id: s.id, incarnation: s.incarnation });
   }
 
   /** Hand the node one input, remembering the config it held before (see owner-serves). */
@@ -659,7 +669,7 @@ class RepSim {
       const req = s.requests.get(reply.requestId);
       if (req === undefined) continue;
       s.requests.delete(reply.requestId);
-      if (reply.result.status === 'ok' && reply.result.value === undefined) this.onAck(s, req.client, reply.result.version);
+      if (reply.result.status === 'ok' && reply.result.value === undefined) this.onAck(s, req, reply.result.version);
       this.q.push(this.now + nextInt(this.prng, 1, 5), { kind: 'client-reply', client: req.client, attempt: req.attempt, from: s.id, result: reply.result });
     }
   }
@@ -981,7 +991,7 @@ class RepSim {
     const op = c.op;
     if (op === null || s.node === null) return; // lost: the client times out
     const requestId = `q${this.nextRequest++}`;
-    s.requests.set(requestId, { client, attempt, key: op.key });
+    s.requests.set(requestId, { client, attempt, key: op.key, op, opId: c.handle?.id });
     this.note(`client ${client} -> ${to} ${requestId} op #${c.handle?.id} ${c.kind} ${op.key}`);
     this.input(s, (n) => submitKv(n, requestId, op, this.now));
   }
@@ -1046,14 +1056,17 @@ class RepSim {
   // Oracles
 
   /** A write was acknowledged (released after the primary's persist): remember its clock. */
-  private onAck(s: SimNode, client: number, version: string): void {
-    const c = this.clients[client]!;
-    const key = c.op?.key;
-    if (key === undefined) return;
+  /**
+   * A write acknowledged by `s`. The request's own key and op, not the client's current
+   * ones: the reply may be released after the client timed out and moved on to another op
+   * (a paused node answers when it resumes).
+   */
+  private onAck(s: SimNode, req: { key: string; op: ClientOp; opId: number | undefined }, version: string): void {
+    const key = req.key;
     const clock = this.clockOfVersion.get(version);
     if (clock === undefined) this.fail(`acked-durable: ${s.id} acknowledged unknown version ${version} of ${key}`);
-    const op = c.op!;
-    this.nameVersion(key, version, op.type === 'put' ? `the value ${new TextDecoder().decode(op.value)}` : `the delete of op #${c.handle?.id}`);
+    const op = req.op;
+    this.nameVersion(key, version, op.type === 'put' ? `the value ${new TextDecoder().decode(op.value)}` : `the delete of op #${req.opId}`);
     this.stats.acked += 1;
     const prev = this.acked.get(key);
     if (prev === undefined || compare(clock, prev) === 'after') this.acked.set(key, clock);

@@ -433,6 +433,8 @@ describe('tombstone collection: encodings and config', () => {
       epoch: epoch(2),
       partition: partitionId(1),
       session: 5,
+      mode: 'full',
+      fromSeq: 0,
       after: null,
       records: [
         ['a', { value: null, clock, epoch: epoch(2), seq: seq(3), deletedAtMs: T0 }],
