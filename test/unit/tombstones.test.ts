@@ -92,9 +92,13 @@ class Harness {
     for (const rep of r.replies) this.replies.push({ node: id, id: rep.requestId, result: rep.result });
   }
 
+  /** Called with every message about to be delivered (a test may inject messages of its own). */
+  beforeDeliver: ((env: RepEnvelope) => void) | null = null;
+
   flush(): void {
     for (let i = 0; i < 10_000 && this.wire.length > 0; i++) {
       const env = this.wire.shift()!;
+      this.beforeDeliver?.(env);
       const rep = this.reps.get(env.to);
       if (rep === undefined || this.down.has(env.to) || this.cut.has(env.to) || this.cut.has(env.msg.from)) continue;
       this.apply(env.to, step(rep, env.msg));
@@ -332,6 +336,56 @@ describe('tombstone collection: catch-up and repair', () => {
     expect(h.events.some(({ node, event }) => node === r && event.type === 'copy' && event.mode === 'full' && event.partition === partitionOf('k', params.partitions))).toBe(true);
     expect(h.meta(r, 'k').purgedClock).toEqual(h.meta(h.primaryOf('k'), 'k').purgedClock); // merged from the copy
     expect(h.client(r, { type: 'get', key: 'k', consistency: 'stale' })).toEqual({ status: 'not_found' });
+  });
+
+  it('a copy takes only the chunk that answers its own request: a late chunk of another mode is ignored', () => {
+    // The scenario of missedDelete up to the return of r, whose catch-up is a full copy.
+    // Just before r's first full-copy request reaches the primary, a chunk for an older
+    // delta request of the same session arrives (after: null, nothing newer, last chunk).
+    // Taken as the answer, it would end the full copy with none of the older records.
+    const h = new Harness();
+    h.ticks(20);
+    const p = h.primaryOf('k');
+    const r = ids.find((x) => x !== p)!;
+    const part = partitionOf('k', params.partitions);
+    okVersion(h.client(p, { type: 'put', key: 'k', value: bytes('v1') }));
+    h.down.add(r);
+    h.change({ kind: 'mark-down', id: r });
+    h.ticks(20);
+    okVersion(h.client(p, { type: 'delete', key: 'k' }));
+    okVersion(h.client(p, { type: 'put', key: 'k9', value: bytes('a') }));
+    h.ticks(GRACE / 50 + GRACE / 4 / 50 + 2);
+    let injected = 0;
+    h.beforeDeliver = (env) => {
+      const m = env.msg;
+      if (injected > 0 || m.type !== 'rep-copy-req' || m.from !== r || m.partition !== part || m.mode !== 'full') return;
+      injected += 1;
+      const meta = h.reps.get(p)!.partitions[part]!.meta;
+      const stale = {
+        type: 'rep-copy-chunk',
+        from: p,
+        clusterName: 't',
+        epoch: h.cfg.epoch,
+        partition: partitionId(part),
+        session: m.session,
+        mode: 'delta',
+        fromSeq: meta.pos!.seq,
+        after: null,
+        records: [],
+        next: null,
+        pos: meta.pos!,
+        history: meta.history,
+        purgedClock: meta.purgedClock,
+        purgedUpTo: meta.purgedUpTo,
+      } as unknown as RepMessage;
+      h.apply(r, step(h.reps.get(r)!, stale));
+    };
+    h.boot(r);
+    h.change({ kind: 'mark-joining', id: r });
+    h.ticks(30);
+    expect(injected).toBe(1);
+    expect(h.record(r, 'k9')?.value).toEqual(bytes('a'));
+    expect(h.record(r, 'k')).toBeUndefined();
   });
 
   it('(mutation) a delta catch-up that ignores purgedUpTo resurrects the value', () => {
