@@ -305,8 +305,8 @@ describe('tombstone collection: versions', () => {
 });
 
 describe('tombstone collection: catch-up and repair', () => {
-  /** A replica is down while a key is deleted and its tombstone collected; it comes back. */
-  function missedDelete(mutation: RepMutation): { h: Harness; r: NodeId } {
+  /** A replica r is down while a key is deleted and its tombstone collected (not back yet). */
+  function missedDeleteWhileDown(mutation: RepMutation): { h: Harness; p: NodeId; r: NodeId } {
     const h = new Harness(mutation);
     h.ticks(20);
     const p = h.primaryOf('k');
@@ -322,11 +322,22 @@ describe('tombstone collection: catch-up and repair', () => {
     h.ticks(GRACE / 50 + GRACE / 4 / 50 + 2);
     for (const id of ids) if (id !== r) expect(h.record(id, 'k')).toBeUndefined();
     expect(h.record(r, 'k')?.value).toEqual(bytes('v1')); // r's disk still has the old value
+    return { h, p, r };
+  }
+
+  /** r restarts and is made active again. */
+  function comeBack(h: Harness, r: NodeId): void {
     h.boot(r);
     h.change({ kind: 'mark-joining', id: r });
     h.ticks(30);
     h.change({ kind: 'mark-active', id: r });
     h.ticks(20);
+  }
+
+  /** A replica is down while a key is deleted and its tombstone collected; it comes back. */
+  function missedDelete(mutation: RepMutation): { h: Harness; r: NodeId } {
+    const { h, r } = missedDeleteWhileDown(mutation);
+    comeBack(h, r);
     return { h, r };
   }
 
@@ -339,22 +350,12 @@ describe('tombstone collection: catch-up and repair', () => {
   });
 
   it('a copy takes only the chunk that answers its own request: a late chunk of another mode is ignored', () => {
-    // The scenario of missedDelete up to the return of r, whose catch-up is a full copy.
-    // Just before r's first full-copy request reaches the primary, a chunk for an older
-    // delta request of the same session arrives (after: null, nothing newer, last chunk).
-    // Taken as the answer, it would end the full copy with none of the older records.
-    const h = new Harness();
-    h.ticks(20);
-    const p = h.primaryOf('k');
-    const r = ids.find((x) => x !== p)!;
+    // r's catch-up is a full copy. Just before its first full-copy request reaches the
+    // primary, a chunk for an older delta request of the same session arrives (after: null,
+    // nothing newer, last chunk). Taken as the answer, it would end the full copy with
+    // none of the older records.
+    const { h, p, r } = missedDeleteWhileDown(null);
     const part = partitionOf('k', params.partitions);
-    okVersion(h.client(p, { type: 'put', key: 'k', value: bytes('v1') }));
-    h.down.add(r);
-    h.change({ kind: 'mark-down', id: r });
-    h.ticks(20);
-    okVersion(h.client(p, { type: 'delete', key: 'k' }));
-    okVersion(h.client(p, { type: 'put', key: 'k9', value: bytes('a') }));
-    h.ticks(GRACE / 50 + GRACE / 4 / 50 + 2);
     let injected = 0;
     h.beforeDeliver = (env) => {
       const m = env.msg;
@@ -380,9 +381,7 @@ describe('tombstone collection: catch-up and repair', () => {
       } as unknown as RepMessage;
       h.apply(r, step(h.reps.get(r)!, stale));
     };
-    h.boot(r);
-    h.change({ kind: 'mark-joining', id: r });
-    h.ticks(30);
+    comeBack(h, r);
     expect(injected).toBe(1);
     expect(h.record(r, 'k9')?.value).toEqual(bytes('a'));
     expect(h.record(r, 'k')).toBeUndefined();
