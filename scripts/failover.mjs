@@ -44,7 +44,7 @@ function portFree(port) {
 
 async function freeBase(n) {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 400) * 100 + 37;
+    const base = 20_000 + Math.floor(Math.random() * 110) * 100 + 37; // below the ephemeral range (32768-60999)
     const ports = Array.from({ length: n }, (_, i) => [base + 10 * i, base + 10 * i + 1]).flat();
     if ((await Promise.all(ports.map(portFree))).every(Boolean)) return base;
   }

@@ -48,7 +48,7 @@ async function portFree(port) {
 }
 async function freeBase(nodes) {
   for (;;) {
-    const base = 20_000 + Math.floor(Math.random() * 400) * 100 + 79;
+    const base = 20_000 + Math.floor(Math.random() * 110) * 100 + 79; // below the ephemeral range (32768-60999)
     const ports = Array.from({ length: nodes }, (_, i) => [base + 10 * i, base + 10 * i + 1]).flat();
     if ((await Promise.all(ports.map(portFree))).every(Boolean)) return base;
   }

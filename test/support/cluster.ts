@@ -5,10 +5,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MAIN, spawnRingkv, waitReady, type NodeProc } from './proc.js';
+import { MAIN, portFree, spawnRingkv, TEST_PORT_MAX, TEST_PORT_MIN, waitReady, type NodeProc } from './proc.js';
 
 export interface ClusterView {
   epoch: number;
@@ -17,18 +16,10 @@ export interface ClusterView {
   partitions: { partition: number; primary: string | null; preference: string[] }[];
 }
 
-async function portFree(port: number): Promise<boolean> {
-  const srv = createServer();
-  return new Promise((resolve) => {
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-  });
-}
-
 /** A base port whose node ports (base+10i, base+10i+1) are all free right now. */
 async function freeBase(nodes: number): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 400) * 100 + 79;
+    const base = TEST_PORT_MIN + Math.floor((Math.random() * (TEST_PORT_MAX - TEST_PORT_MIN - 10 * nodes)) / 100) * 100 + 79;
     const ports = Array.from({ length: nodes }, (_, i) => [base + 10 * i, base + 10 * i + 1]).flat();
     if ((await Promise.all(ports.map(portFree))).every(Boolean)) return base;
   }

@@ -19,12 +19,11 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import { kill9, MAIN, waitReady, type NodeProc } from './proc.js';
+import { kill9, MAIN, portFree, TEST_PORT_MAX, waitReady, type NodeProc } from './proc.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -97,13 +96,6 @@ export interface ComposeNode {
 
 const portOf = (hostPort: string): number => Number(hostPort.slice(hostPort.lastIndexOf(':') + 1));
 
-async function portFree(port: number): Promise<boolean> {
-  const srv = createServer();
-  return new Promise((done) => {
-    srv.once('error', () => done(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => done(true)));
-  });
-}
 
 function run(file: string, args: string[], env: Record<string, string>): NodeProc {
   // The caller's RINGKV_* variables are left out: the node would take them as overrides.
@@ -146,7 +138,8 @@ export class ComposeTopology {
     let offset = 0;
     const layout = (o: number) => specs.map((s) => [s.published + o, s.published + o + portOf(s.config.listen.peer) - portOf(s.config.listen.client)]).flat();
     for (let attempt = 0; ; attempt++) {
-      offset = 10_000 + 100 * Math.floor(Math.random() * 400);
+      // The published ports (7379, ...) moved up, staying below the ephemeral range.
+      offset = 10_000 + 100 * Math.floor((Math.random() * (TEST_PORT_MAX - 10_000 - Math.max(...specs.map((x) => x.published)) - 100)) / 100);
       if ((await Promise.all(layout(offset).map(portFree))).every(Boolean)) break;
       if (attempt > 50) throw new Error('no free port range');
     }

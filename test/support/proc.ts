@@ -1,5 +1,5 @@
 // Real ringkv processes for tests: spawn `ringkv serve` from dist/, wait for readiness,
-// kill -9 them. Ports are picked free by the OS.
+// kill -9 them. Ports are picked free below the ephemeral range (see TEST_PORT_MIN).
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -8,14 +8,28 @@ import { fileURLToPath } from 'node:url';
 
 export const MAIN = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 
-export async function freePort(): Promise<number> {
+/**
+ * Tests listen on ports below Linux's ephemeral range (32768-60999 by default). A port in
+ * that range can be taken by an outgoing connection while a killed node is down, and its
+ * restart on the same port then fails with EADDRINUSE.
+ */
+export const TEST_PORT_MIN = 20_000;
+export const TEST_PORT_MAX = 32_000;
+
+export async function portFree(port: number): Promise<boolean> {
   const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const port = (srv.address() as { port: number }).port;
-  srv.close();
-  await once(srv, 'close');
-  return port;
+  return new Promise((done) => {
+    srv.once('error', () => done(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => done(true)));
+  });
+}
+
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = TEST_PORT_MIN + Math.floor(Math.random() * (TEST_PORT_MAX - TEST_PORT_MIN));
+    if (await portFree(port)) return port;
+  }
+  throw new Error(`no free port in ${TEST_PORT_MIN}..${TEST_PORT_MAX}`);
 }
 
 export interface NodeProc {
