@@ -26,6 +26,25 @@ async function freeBase(nodes: number): Promise<number> {
   throw new Error('no free port range');
 }
 
+/**
+ * Polls `view(id)` every 50 ms until pred holds, or fails after timeoutMs with the last
+ * view seen (a node that is busy or restarting just misses a round).
+ */
+export async function pollView(view: (id: string) => Promise<ClusterView>, id: string, pred: (v: ClusterView) => boolean, timeoutMs: number): Promise<ClusterView> {
+  const deadline = Date.now() + timeoutMs;
+  let last: ClusterView | null = null;
+  for (;;) {
+    try {
+      last = await view(id);
+      if (pred(last)) return last;
+    } catch {
+      // node busy or restarting
+    }
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms; last view of ${id}: ${JSON.stringify(last?.members)} epoch ${last?.epoch}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export class LocalCluster {
   readonly pids = new Map<string, number>();
   private readonly restarted = new Map<string, NodeProc>();
@@ -107,19 +126,8 @@ export class LocalCluster {
   }
 
   /** Polls until pred holds for the view of node `id`, or fails with the last view. */
-  async waitFor(id: string, pred: (v: ClusterView) => boolean, timeoutMs: number): Promise<ClusterView> {
-    const deadline = Date.now() + timeoutMs;
-    let last: ClusterView | null = null;
-    for (;;) {
-      try {
-        last = await this.view(id);
-        if (pred(last)) return last;
-      } catch {
-        // node busy or restarting
-      }
-      if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms; last view of ${id}: ${JSON.stringify(last?.members)} epoch ${last?.epoch}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+  waitFor(id: string, pred: (v: ClusterView) => boolean, timeoutMs: number): Promise<ClusterView> {
+    return pollView((x) => this.view(x), id, pred, timeoutMs);
   }
 
   async stop(): Promise<void> {

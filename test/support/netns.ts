@@ -39,7 +39,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import type { ClusterView } from './cluster.js';
+import { pollView, type ClusterView } from './cluster.js';
 import { MAIN, waitReady, type NodeProc } from './proc.js';
 
 const firstExisting = (paths: readonly string[]): string | null => paths.find((p) => existsSync(p)) ?? null;
@@ -238,19 +238,8 @@ export class NetnsCluster {
   }
 
   /** Polls until pred holds for the view of node `id`, or fails with the last view. */
-  async waitFor(id: string, pred: (v: ClusterView) => boolean, timeoutMs: number): Promise<ClusterView> {
-    const deadline = Date.now() + timeoutMs;
-    let last: ClusterView | null = null;
-    for (;;) {
-      try {
-        last = await this.view(id);
-        if (pred(last)) return last;
-      } catch {
-        // node busy
-      }
-      if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms; last view of ${id}: ${JSON.stringify(last?.members)} epoch ${last?.epoch}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+  waitFor(id: string, pred: (v: ClusterView) => boolean, timeoutMs: number): Promise<ClusterView> {
+    return pollView((x) => this.view(x), id, pred, timeoutMs);
   }
 
   /** Cuts node `id`'s peer link: it can reach no other node and none can reach it. */

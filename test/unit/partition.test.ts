@@ -21,13 +21,13 @@ import {
   type RepEnvelope,
   type RepReady,
   type Replication,
-  type StoreView,
 } from '../../src/core/replication.js';
 import { comparePositions, onHistory, judgeIncoming, type HistoryEntry } from '../../src/core/partition.js';
 import { partitionOf } from '../../src/core/hash.js';
 import { buildRing } from '../../src/core/ring.js';
 import { nodeId, epoch, seq, type NodeId } from '../../src/core/types.js';
 import { increment, EMPTY_CLOCK } from '../../src/core/vector-clock.js';
+import { applyRecordOps, memoryStoreView } from '../support/memory-records.js';
 
 const ids = ['n1', 'n2', 'n3'].map(nodeId);
 const params = { replicationFactor: 3, minInSync: 2, partitions: 4, vnodesPerNode: 4 };
@@ -51,15 +51,7 @@ class Harness {
     if (!this.data.has(id)) this.data.set(id, new Map());
     if (!this.metas.has(id)) this.metas.set(id, new Map());
     const data = this.data.get(id)!;
-    const store: StoreView = {
-      get: (p, key) => data.get(`${p}/${key}`),
-      scan: (p, after, limit) =>
-        [...data.entries()]
-          .filter(([k]) => k.startsWith(`${p}/`) && (after === null || k.slice(`${p}/`.length) > after))
-          .sort(([a], [b]) => (a < b ? -1 : 1))
-          .slice(0, limit)
-          .map(([k, record]) => ({ key: k.slice(`${p}/`.length), record })),
-    };
+    const store = memoryStoreView(data);
     const rep = createReplication({ id, clusterName: 't', seed: this.n++ + 7, checkInvariants: true }, this.metas.get(id)!, store);
     this.reps.set(id, rep);
     this.down.delete(id);
@@ -68,11 +60,8 @@ class Harness {
 
   apply(id: NodeId, r: RepReady): void {
     const data = this.data.get(id)!;
-    for (const op of r.persist) {
-      applyRepPersistOp(this.metas.get(id)!, op);
-      if (op.kind === 'record') data.set(`${op.partition}/${op.key}`, op.record);
-      if (op.kind === 'partition-reset') for (const k of [...data.keys()]) if (k.startsWith(`${op.partition}/`)) data.delete(k);
-    }
+    for (const op of r.persist) applyRepPersistOp(this.metas.get(id)!, op);
+    applyRecordOps(data, r.persist);
     for (const env of r.send) if (!this.cut.has(id) && !this.cut.has(env.to)) this.wire.push(env);
     for (const rep of r.replies) this.replies.push({ node: id, id: rep.requestId, result: rep.result });
   }
