@@ -426,7 +426,8 @@ export interface Replication {
   conflicts: number;
   /** Value bytes a learner may still copy now (the throttle's token bucket). */
   copyBudget: number;
-  readonly copyBytesPerTick: number;
+  /** The throttle now (setCopyRate may change it while copies run). */
+  copyBytesPerTick: number;
   /** Records and value bytes received by catch-up copies (progress). */
   readonly copied: { keys: number; bytes: number };
   /** Each peer's catch-up progress from its last heartbeat. */
@@ -510,6 +511,18 @@ export function canServe(rep: Replication, p: number): boolean {
   const ps = rep.partitions[p];
   if (ps === undefined || ps.primary === null) return false;
   return servingGate(rep, ps) === null;
+}
+
+/**
+ * Changes a learner's copy throttle (value bytes per tick; Infinity = unthrottled). The
+ * runtime lowers it while copies slow down the traffic they share machines with (see
+ * runtime/copy-pacer.ts). Budget banked at the old rate is capped to the new burst, so a
+ * lower rate takes effect at once. Takeover pulls are never throttled.
+ */
+export function setCopyRate(rep: Replication, bytesPerTick: number): void {
+  assert(bytesPerTick > 0, 'a copy rate is positive');
+  rep.copyBytesPerTick = bytesPerTick;
+  rep.copyBudget = Math.min(rep.copyBudget, bytesPerTick * replicationLimits.copyBurstTicks);
 }
 
 /**

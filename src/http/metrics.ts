@@ -16,7 +16,7 @@ export class Metrics {
   readonly tombstonesPurged: Counter;
 
   /** Set by the runtime once replication runs: partitions this node leads, serving, and their copies. */
-  replication: (() => { primaries: number; serving: number; inSyncMin: number; lag: ReadonlyMap<number, number> }) | null = null;
+  replication: (() => { primaries: number; serving: number; inSyncMin: number; lag: ReadonlyMap<number, number>; copyRate: number }) | null = null;
 
   /** Set by the runtime once membership runs: the cluster facts exported as gauges. */
   cluster: (() => { epoch: number; isLeader: boolean; members: Map<string, number> }) | null = null;
@@ -119,6 +119,15 @@ export class Metrics {
       collect() {
         const v = rview();
         if (v) this.set(v.inSyncMin);
+      },
+    });
+    new Gauge({
+      name: 'ringkv_copy_rate_bytes_per_second',
+      help: 'The rate this node may receive partition copies at now: limits.transferBytesPerSecond, lowered while copies queue behind other work.',
+      registers: [this.registry],
+      collect() {
+        const v = rview();
+        if (v) this.set(v.copyRate);
       },
     });
     const view = () => this.cluster?.();

@@ -27,6 +27,7 @@ import {
   proposeKv,
   repairKv,
   replicationLag,
+  setCopyRate,
   stepKv,
   submitKv,
   tickKv,
@@ -45,11 +46,14 @@ import { encodeRepMessage } from '../net/rep-wire.js';
 import type { Store, WriteOp } from '../store/store.js';
 import { loadMembershipState, membershipWriteOps, tickMsFor, type DriverOptions } from './membership-state.js';
 import { loadPartitionMetas, OverlayStoreView, repWriteOps } from './rep-store.js';
+import { copyRequestKey, CopyPacer } from './copy-pacer.js';
 
 export interface KvDriverOptions extends DriverOptions {
   readonly leaseMs: number;
-  /** Throttle of catch-up copies into this node (value bytes per second). */
+  /** Throttle of catch-up copies into this node (value bytes per second): the ceiling. */
   readonly transferBytesPerSecond: number;
+  /** Queueing delay (ms) copies may add before they slow down (copy-pacer.ts); 0 = a fixed rate. */
+  readonly transferTargetDelayMs: number;
   /** Period of the background anti-entropy pass; 0 = only on request (repair()). */
   readonly antiEntropyIntervalMs: number;
   /** Tombstones are collected this long after their delete (wall-clock ms). */
@@ -88,11 +92,15 @@ export class KvDriver extends EventEmitter {
   private stopped = false;
   private started = false;
   private pendingReadies: KvReady[] = [];
+  readonly pacer: CopyPacer;
+  private pacedRate: number;
 
   constructor(private readonly opts: KvDriverOptions) {
     super();
     this.tickMs = tickMsFor(opts.heartbeatMs);
     this.view = new OverlayStoreView(opts.store);
+    this.pacer = new CopyPacer({ maxBytesPerS: opts.transferBytesPerSecond, targetDelayMs: opts.transferTargetDelayMs });
+    this.pacedRate = this.pacer.bytesPerS();
     const persisted = loadMembershipState(opts.store);
     const metas = loadPartitionMetas(opts.store);
     const heartbeatTicks = Math.max(1, Math.round(opts.heartbeatMs / this.tickMs));
@@ -113,7 +121,7 @@ export class KvDriver extends EventEmitter {
         },
         replication: {
           seed: (seed ^ 0x5bd1e995) >>> 0,
-          copyBytesPerTick: (opts.transferBytesPerSecond * this.tickMs) / 1000,
+          copyBytesPerTick: (this.pacedRate * this.tickMs) / 1000,
           antiEntropyIntervalTicks: opts.antiEntropyIntervalMs === 0 ? undefined : Math.ceil(opts.antiEntropyIntervalMs / this.tickMs),
           tombstoneGraceMs: opts.tombstoneGraceMs,
           timing: { heartbeatTicks, leaseTicks, suspectTicks, retransmitTicks: heartbeatTicks, writeTimeoutTicks: Math.max(leaseTicks + 1, Math.ceil(2000 / this.tickMs)) },
@@ -148,6 +156,7 @@ export class KvDriver extends EventEmitter {
 
   deliver(msg: Message | RepMessage): void {
     if (this.stopped || !this.started) return;
+    if (msg.type === 'rep-copy-chunk') this.pacer.chunkReceived(copyRequestKey(msg.from, msg), performance.now());
     this.catchUpTicks();
     this.apply(stepKv(this.node, msg));
   }
@@ -249,6 +258,12 @@ export class KvDriver extends EventEmitter {
   private catchUpTicks(): void {
     if (this.stopped) return;
     const now = performance.now();
+    if (now - this.lastTick < this.tickMs) return;
+    const rate = this.pacer.update(now);
+    if (rate !== this.pacedRate) {
+      this.pacedRate = rate;
+      setCopyRate(this.node.rep, (rate * this.tickMs) / 1000);
+    }
     while (now - this.lastTick >= this.tickMs) {
       this.lastTick += this.tickMs;
       // The wall clock only dates deletes and expires tombstones (the core keeps it monotonic).
@@ -289,7 +304,9 @@ export class KvDriver extends EventEmitter {
       }
       for (const { to, msg } of rep.send) {
         const url = this.peerUrlOf(to);
-        if (url !== null) this.opts.transport.send(url, encodeRepMessage(msg));
+        if (url === null) continue;
+        if (msg.type === 'rep-copy-req') this.pacer.requestSent(copyRequestKey(to, msg), performance.now());
+        this.opts.transport.send(url, encodeRepMessage(msg));
       }
       for (const { requestId, result } of m.replies) {
         const resolve = this.waitingAdmin.get(requestId);

@@ -94,6 +94,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     suspectAfterMs: config.timing.suspectAfterMs,
     leaseMs: config.timing.leaseMs,
     transferBytesPerSecond: config.limits.transferBytesPerSecond,
+    transferTargetDelayMs: config.limits.transferTargetDelayMs,
     antiEntropyIntervalMs: config.timing.antiEntropyIntervalMs,
     tombstoneGraceMs: config.timing.tombstoneGraceMs,
     store,
@@ -137,7 +138,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
       if (driver.canServe(p)) serving++;
       inSyncMin = Math.min(inSyncMin, ring.preference(partitionId(p)).filter((m) => active.has(m)).length);
     }
-    return { primaries, serving, inSyncMin: primaries === 0 ? 0 : inSyncMin, lag: driver.replicationLag() };
+    return { primaries, serving, inSyncMin: primaries === 0 ? 0 : inSyncMin, lag: driver.replicationLag(), copyRate: driver.pacer.bytesPerS() };
   };
   // Ready once every partition this node leads has served once since the start (a
   // restarted primary first re-runs takeover and waits out the leases).

@@ -1,0 +1,130 @@
+// Paces a learner's partition copies as background traffic.
+//
+// A copy competes with client traffic for the same CPUs, disks and event loops, on the
+// nodes that send chunks and on the node that applies them. A fixed throttle is either
+// too slow for a quiet cluster or too fast for a busy one, so the rate follows the
+// queueing delay the copy itself observes, in the manner of LEDBAT (RFC 6817):
+//
+//   * every chunk request is timed until its chunk arrives (a round trip through both
+//     peer queues, the source's event loop and its store scan, and this node's event loop);
+//   * the lowest round trip of the last baseHistoryMs is the base: the chunk's own cost.
+//     Under sustained load every round trip includes some queueing, so the base would
+//     creep up with it; as in LEDBAT++ (draft-irtf-iccrg-ledbat-plus-plus), copies slow
+//     to the floor for two windows every probeEveryMs to measure it again;
+//   * the median round trip of each window, minus the base, is the queueing delay;
+//   * below targetDelayMs the rate grows (by up to a quarter per window), above it the
+//     rate shrinks in proportion to the excess (by up to half per window), always within
+//     [minBytesPerS, maxBytesPerS].
+//
+// So copies run at the configured ceiling while nothing else waits, and back off when
+// requests (client or copy) start to queue anywhere on their path. Pure: the caller
+// passes the time, which keeps it testable.
+
+export interface CopyPacerOptions {
+  /** The ceiling (limits.transferBytesPerSecond). */
+  readonly maxBytesPerS: number;
+  /** Queueing delay copies may add before they back off (ms); 0 = always the ceiling. */
+  readonly targetDelayMs: number;
+  /** The floor: copies always progress at least this fast. */
+  readonly minBytesPerS?: number;
+  /** One decision per window (ms). */
+  readonly windowMs?: number;
+  /** How long the lowest round trip is remembered (ms). */
+  readonly baseHistoryMs?: number;
+  /** How often copies slow to the floor to measure the base again (ms). */
+  readonly probeEveryMs?: number;
+}
+
+/** A chunk request not answered within this long is forgotten (it was dropped or resent). */
+const requestForgetMs = 10_000;
+const baseBuckets = 6;
+
+export class CopyPacer {
+  private rate: number;
+  private readonly min: number;
+  private readonly windowMs: number;
+  private readonly bucketMs: number;
+  private readonly sentAt = new Map<string, number>();
+  private samples: number[] = [];
+  private windowEnd: number | null = null;
+  /** Lowest round trip per bucket of baseHistoryMs / baseBuckets, newest last. */
+  private readonly base: { start: number; min: number }[] = [];
+  private probeUntil = -Infinity;
+  private nextProbeAt: number | null = null;
+  /** The last window's queueing delay (ms), for reports; null before the first sample. */
+  queueingMs: number | null = null;
+
+  constructor(private readonly opts: CopyPacerOptions) {
+    this.min = Math.min(opts.maxBytesPerS, opts.minBytesPerS ?? 512 * 1024);
+    this.windowMs = opts.windowMs ?? 250;
+    this.bucketMs = (opts.baseHistoryMs ?? 60_000) / baseBuckets;
+    // Start low and ramp up: a burst at the ceiling is what the pacer exists to avoid.
+    this.rate = opts.targetDelayMs === 0 ? opts.maxBytesPerS : Math.max(this.min, opts.maxBytesPerS / 8);
+  }
+
+  /** Value bytes per second copies may use now. */
+  bytesPerS(): number {
+    return this.probing() ? this.min : this.rate;
+  }
+
+  private probing(): boolean {
+    return this.windowEnd !== null && this.windowEnd <= this.probeUntil;
+  }
+
+  /** A chunk request identified by `key` left at `nowMs`. */
+  requestSent(key: string, nowMs: number): void {
+    this.sentAt.set(key, nowMs);
+  }
+
+  /** The chunk answering `key` arrived at `nowMs`. */
+  chunkReceived(key: string, nowMs: number): void {
+    const t = this.sentAt.get(key);
+    if (t === undefined) return;
+    this.sentAt.delete(key);
+    const rtt = nowMs - t;
+    this.samples.push(rtt);
+    const last = this.base[this.base.length - 1];
+    if (last === undefined || nowMs - last.start >= this.bucketMs) {
+      this.base.push({ start: nowMs, min: rtt });
+      if (this.base.length > baseBuckets) this.base.shift();
+    } else last.min = Math.min(last.min, rtt);
+  }
+
+  /** Call often (every tick); decides once per window. Returns the rate now. */
+  update(nowMs: number): number {
+    if (this.opts.targetDelayMs === 0) return this.rate;
+    if (this.windowEnd === null) {
+      this.windowEnd = nowMs + this.windowMs;
+      this.nextProbeAt = nowMs + (this.opts.probeEveryMs ?? 20_000);
+    }
+    if (nowMs < this.windowEnd) return this.bytesPerS();
+    const wasProbing = this.probing();
+    this.windowEnd = nowMs + this.windowMs;
+    for (const [k, t] of this.sentAt) if (nowMs - t > requestForgetMs) this.sentAt.delete(k);
+    if (this.samples.length > 0 && nowMs >= this.nextProbeAt!) {
+      // Only while copies run: an idle pacer has nothing queued to measure past.
+      this.probeUntil = nowMs + 2 * this.windowMs;
+      this.nextProbeAt = nowMs + (this.opts.probeEveryMs ?? 20_000);
+    }
+    if (this.samples.length === 0 || wasProbing) {
+      this.samples = [];
+      return this.bytesPerS();
+    }
+    const sorted = this.samples.sort((a, b) => a - b);
+    const current = sorted[Math.floor(sorted.length / 2)]!;
+    this.samples = [];
+    let baseMs = Infinity;
+    for (const b of this.base) baseMs = Math.min(baseMs, b.min);
+    this.queueingMs = Math.max(0, current - baseMs);
+    const target = this.opts.targetDelayMs;
+    const offTarget = Math.max(-1, Math.min(1, (target - this.queueingMs) / target));
+    const factor = offTarget >= 0 ? 1 + 0.25 * offTarget : 1 + 0.5 * offTarget;
+    this.rate = Math.max(this.min, Math.min(this.opts.maxBytesPerS, this.rate * factor));
+    return this.bytesPerS();
+  }
+}
+
+/** The key that matches a chunk to the request it answers (the chunk echoes these fields). */
+export function copyRequestKey(peer: string, m: { partition: number; session: number; mode: string; fromSeq: number; after: string | null }): string {
+  return `${peer}/${m.partition}/${m.session}/${m.mode}/${m.fromSeq}/${m.after ?? ''}`;
+}
