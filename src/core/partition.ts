@@ -73,17 +73,29 @@ export interface PartitionMeta {
    * from a position before it could miss a delete, so such a follower gets a full copy.
    */
   readonly purgedUpTo: LogPosition;
+  /**
+   * While a copy is incomplete (pos null): the position, on its source's log, that the copy
+   * set out to reach; null once pos is set again (or when unknown). Every log that contains
+   * it (it is on the log's history) holds everything committed that this node was counted
+   * on to hold. So when the copy loses its source, this node, as a new primary, may take a
+   * copy from any node whose log contains it, a learner included (takeover fallback).
+   */
+  readonly copyTarget: LogPosition | null;
 }
 
 export const emptyPosition: LogPosition = { epoch: 0 as Epoch, seq: 0 as Seq };
 
 export function emptyMeta(): PartitionMeta {
-  return { pos: emptyPosition, history: [], confirmed: null, purgedClock: EMPTY_CLOCK, purgedUpTo: emptyPosition };
+  return { pos: emptyPosition, history: [], confirmed: null, purgedClock: EMPTY_CLOCK, purgedUpTo: emptyPosition, copyTarget: null };
 }
 
-/** A meta as stored by any version: metas written before tombstone collection lack the purge fields. */
+/**
+ * A meta as stored by any version: metas written before tombstone collection lack the
+ * purge fields, metas written before copy targets lack copyTarget (an incomplete copy
+ * then has no fallback source: it waits for a commit-set member, as before).
+ */
 export function normalizeMeta(m: Partial<PartitionMeta> & Pick<PartitionMeta, 'pos' | 'history' | 'confirmed'>): PartitionMeta {
-  return { ...m, purgedClock: m.purgedClock ?? EMPTY_CLOCK, purgedUpTo: m.purgedUpTo ?? emptyPosition };
+  return { ...m, purgedClock: m.purgedClock ?? EMPTY_CLOCK, purgedUpTo: m.purgedUpTo ?? emptyPosition, copyTarget: m.copyTarget ?? null };
 }
 
 /** The later of two positions. */

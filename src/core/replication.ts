@@ -936,28 +936,25 @@ function advanceTakeover(rep: Replication, out: RepReady, ps: PartitionState): v
   const must = commitSet(rep, ps, pr);
   if (pr.phase === 'sync') {
     if (!must.every((id) => pr.followers.get(id)?.syncOk === true)) return;
-    // The most advanced log among us and the in-sync replicas wins (ties: ours).
-    let best: FollowerProgress | null = null;
-    for (const id of must) {
-      const f = pr.followers.get(id)!;
-      if (comparePositions(f.pos, best === null ? ps.meta.pos : best.pos) > 0) best = f;
-    }
+    const best = pullSource(ps, pr, must);
     if (best !== null && best.pos !== null) {
       const mine = ps.meta.pos;
       const mode = mine !== null && onHistory(best.history, best.pos, mine) ? 'delta' : 'full';
       pr.phase = 'pull';
       pr.pull = { source: best.id, mode, fromSeq: mine === null || mode === 'full' ? toSeq(0) : mine.seq, after: null, lastReqTick: rep.now };
+      // The source's log holds everything committed: if it goes away mid-copy, any log
+      // that contains its position will do instead (pullSource, next takeover).
       if (mode === 'full') {
         out.persist.push({ kind: 'partition-reset', partition: ps.id });
-        writeMeta(out, ps, { ...ps.meta, pos: null, history: [] });
+        writeMeta(out, ps, { ...ps.meta, pos: null, history: [], copyTarget: best.pos });
       } else {
-        writeMeta(out, ps, { ...ps.meta, pos: null });
+        writeMeta(out, ps, { ...ps.meta, pos: null, copyTarget: best.pos });
       }
       out.events.push({ type: 'copy', partition: ps.id, mode, role: 'primary' });
       sendPullReq(rep, out, ps);
       return;
     }
-    if (ps.meta.pos === null) return; // nobody holds a complete copy: stay unavailable
+    if (ps.meta.pos === null) return; // nobody we may copy from holds a complete copy: stay unavailable
     beginAlign(rep, out, ps);
     return;
   }
@@ -978,6 +975,33 @@ function advanceTakeover(rep: Replication, out: RepReady, ps: PartitionState): v
     const cfg = rep.cfg!;
     out.events.push({ type: 'serving', partition: ps.id, epoch: cfg.epoch, atTick: pr.serveAfterTick });
   }
+}
+
+/**
+ * Whose log a new primary pulls at takeover, or null to keep its own. The most advanced log
+ * among us and the commit set wins (ties: ours, then the first of the commit set): it holds
+ * everything committed.
+ *
+ * While our own copy is incomplete (pos null: a catch-up or an earlier pull lost its
+ * source), any synced follower whose log contains our copy target qualifies too, learners
+ * included. That log holds everything our complete copy would have held, which is
+ * everything committed: the target was a position of the primary's log (a catch-up) or of
+ * the best log of a takeover (a pull), both of which hold everything committed, and
+ * nothing could commit since without us, a commit-set member that was not caught up. A
+ * learner whose log does not contain the target is never trusted (no unclean election).
+ */
+function pullSource(ps: PartitionState, pr: PrimaryState, must: readonly NodeId[]): FollowerProgress | null {
+  const mine = ps.meta.pos;
+  const target = ps.meta.copyTarget;
+  const others = [...pr.followers.keys()].filter((id) => !must.includes(id));
+  let best: FollowerProgress | null = null;
+  for (const id of [...must, ...others]) {
+    const f = pr.followers.get(id)!;
+    if (!f.syncOk || f.pos === null) continue;
+    const trusted = must.includes(id) || (mine === null && target !== null && onHistory(f.history, f.pos, target));
+    if (trusted && comparePositions(f.pos, best === null ? mine : best.pos) > 0) best = f;
+  }
+  return best;
 }
 
 function sendPullReq(rep: Replication, out: RepReady, ps: PartitionState): void {
@@ -1307,11 +1331,15 @@ function onCatchup(rep: Replication, out: RepReady, ps: PartitionState, msg: Rep
     return;
   }
   // The position is invalid until the copy completes: a crash mid-copy means a full copy.
+  // The copy's target is the primary's position at liveFrom: its log holds everything
+  // committed, so should this primary go away mid-copy, any log that contains that
+  // position can stand in for the copy we no longer hold (pullSource).
+  const copyTarget = { epoch: msg.liveFromEpoch, seq: msg.liveFrom };
   if (msg.mode === 'full') {
     out.persist.push({ kind: 'partition-reset', partition: ps.id });
-    writeMeta(out, ps, { ...ps.meta, pos: null, history: [] });
+    writeMeta(out, ps, { ...ps.meta, pos: null, history: [], copyTarget });
   } else {
-    writeMeta(out, ps, { ...ps.meta, pos: null });
+    writeMeta(out, ps, { ...ps.meta, pos: null, copyTarget });
   }
   fs.copy = { mode: msg.mode, fromSeq: msg.fromSeq, after: null, done: false, lastReqTick: -Infinity, awaiting: false, liveFromEpoch: msg.liveFromEpoch, history: historyUpTo(msg.history, msg.liveFrom) };
   out.events.push({ type: 'copy', partition: ps.id, mode: msg.mode, role: 'follower' });
@@ -1893,7 +1921,9 @@ function onOrphanTick(rep: Replication, out: RepReady, ps: PartitionState): void
   const mine = ps.meta.pos;
   const mode = mine !== null && mine.seq === 0 ? 'delta' : 'full';
   if (mode === 'full') out.persist.push({ kind: 'partition-reset', partition: ps.id });
-  writeMeta(out, ps, { ...ps.meta, pos: null, history: mode === 'full' ? [] : ps.meta.history });
+  // The source's history is unknown here: the target stays our own last complete position
+  // (any log containing it holds what we held).
+  writeMeta(out, ps, { ...ps.meta, pos: null, history: mode === 'full' ? [] : ps.meta.history, copyTarget: ps.meta.pos ?? ps.meta.copyTarget });
   ps.orphanPull = { source: best.id, expect: best.pos, session: nextU32(rep.prng), mode, fromSeq: toSeq(0), after: null, lastReqTick: rep.now };
   out.events.push({ type: 'copy', partition: ps.id, mode, role: 'follower' });
   sendOrphanReq(rep, out, ps);
@@ -2015,6 +2045,8 @@ function send(rep: Replication, out: RepReady, to: NodeId, body: DistributiveOmi
 }
 
 function writeMeta(out: RepReady, ps: PartitionState, meta: PartitionMeta): void {
+  // A complete copy needs no copy target (and a stale one must not outlive it).
+  if (meta.pos !== null && meta.copyTarget !== null) meta = { ...meta, copyTarget: null };
   ps.meta = meta;
   // One meta op per partition per Ready: a Ready is written atomically, the last one wins.
   const i = out.persist.findIndex((op) => op.kind === 'partition-meta' && op.partition === ps.id);

@@ -18,8 +18,9 @@ export const partitionMetaKey = (p: number): string => META_PARTITION + String(p
 
 /**
  * Partition metadata as persisted by earlier runs (restart). The meta is stored as the
- * core's PartitionMeta object ({pos, history, confirmed, purgedClock, purgedUpTo}); metas
- * written before tombstone collection lack the last two and read as "nothing collected".
+ * core's PartitionMeta object ({pos, history, confirmed, purgedClock, purgedUpTo,
+ * copyTarget}); metas written before tombstone collection lack the purge fields and read as
+ * "nothing collected", metas written before copy targets read as "no target".
  */
 export function loadPartitionMetas(store: Store): Map<number, PartitionMeta> {
   const out = new Map<number, PartitionMeta>();

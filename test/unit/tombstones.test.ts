@@ -429,13 +429,13 @@ describe('tombstone collection: encodings and config', () => {
           { kind: 'record-delete', partition: p, key: 'x' },
         ]),
       );
-      // A meta as written before tombstone collection.
+      // A meta as written before tombstone collection (and before copy targets).
       await store.write([{ kind: 'meta', key: 'rep/partition/00000001', value: { pos: { epoch: 2, seq: 4 }, history: [], confirmed: null } }]);
       await store.close();
       const again = new LmdbStore({ path: dir, fsync: false, mapSizeBytes: 1 << 26 });
       const metas = loadPartitionMetas(again);
       expect(metas.get(2)).toEqual(meta);
-      expect(metas.get(1)).toEqual({ pos: { epoch: 2, seq: 4 }, history: [], confirmed: null, purgedClock: [], purgedUpTo: { epoch: 0, seq: 0 } });
+      expect(metas.get(1)).toEqual({ pos: { epoch: 2, seq: 4 }, history: [], confirmed: null, purgedClock: [], purgedUpTo: { epoch: 0, seq: 0 }, copyTarget: null });
       expect(toKvRecord(again.get(p, 't'))).toEqual(tomb);
       const v = toKvRecord(again.get(p, 'v'))!;
       expect({ ...v, value: new Uint8Array(v.value!) }).toEqual(value);
