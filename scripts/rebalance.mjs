@@ -12,7 +12,8 @@
 //    same load until the move is over (n4 active, `move` null); reports the move's wall
 //    time, keys and bytes copied (from /v1/cluster `move`, last sample), throughput,
 //    client p50/p99 during the move against the baseline, and the peak RSS above idle of
-//    every node (sampled from /proc every 100 ms; idle = just before the add).
+//    every node (sampled from /proc every 100 ms; idle = just before the add), and the
+//    copy rate n4's pacer chose (ringkv_copy_rate_bytes_per_second, sampled each second).
 // Prints a summary; --json prints one JSON object at the end.
 
 import { spawn } from 'node:child_process';
@@ -189,6 +190,18 @@ try {
       p.anon = Math.max(p.anon, now.anon);
     }
   }, 100);
+  // n4's copy rate (the pacer's choice), once a second.
+  const rates = [];
+  const heapPeak = {};
+  const rateSampler = setInterval(async () => {
+    const text = await fetch(`${client(4)}/metrics`).then((r) => r.text(), () => '');
+    const m = /^ringkv_copy_rate_bytes_per_second(?:\{[^}]*\})? (\S+)$/m.exec(text);
+    if (m) rates.push(Number(m[1]) / 1024 ** 2);
+    for (const name of ['ringkv_nodejs_heap_size_total_bytes', 'ringkv_nodejs_external_memory_bytes']) {
+      const h = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
+      if (h) heapPeak[name] = Math.max(heapPeak[name] ?? 0, Number(h[1]) / 1024 ** 2);
+    }
+  }, 1000);
   const moveStop = { done: false };
   const during = load(moveStop);
   const tAdd = performance.now();
@@ -205,6 +218,7 @@ try {
   moveStop.done = true;
   await during.done;
   clearInterval(sampler);
+  clearInterval(rateSampler);
   await kv.close();
 
   const mib = (lastMove?.bytesCopied ?? 0) / 1024 ** 2;
@@ -212,6 +226,7 @@ try {
     keys: KEYS,
     valueBytes: VALUE_BYTES,
     loadSeconds: +(loadMs / 1000).toFixed(1),
+    copyRateMiBPerS: rates.length === 0 ? null : { min: +Math.min(...rates).toFixed(2), median: +quantile(rates, 0.5).toFixed(2), max: +Math.max(...rates).toFixed(2) },
     move: { seconds: +(moveMs / 1000).toFixed(2), keysCopied: lastMove?.keysCopied ?? null, mibCopied: +mib.toFixed(1), mibPerSecond: +(mib / (moveMs / 1000)).toFixed(1), partitionsMoving: lastMove?.partitionsMoving ?? null },
     latencyMs: {
       steady: { ops: steady.lat.length, errors: steady.errors(), p50: +quantile(steady.lat, 0.5).toFixed(1), p99: +quantile(steady.lat, 0.99).toFixed(1) },
@@ -228,6 +243,8 @@ try {
   };
   const r = result.latencyMs;
   log(`move: ${result.move.seconds} s, ${result.move.keysCopied} keys / ${result.move.mibCopied} MiB copied (last sample), ${result.move.mibPerSecond} MiB/s`);
+  log(`n4 peak V8 heap / external MiB (sampled each second): ${JSON.stringify(heapPeak)}`);
+  if (result.copyRateMiBPerS) log(`n4 copy rate (MiB/s, sampled each second): min ${result.copyRateMiBPerS.min}, median ${result.copyRateMiBPerS.median}, max ${result.copyRateMiBPerS.max}`);
   log(`client latency: steady p50 ${r.steady.p50} / p99 ${r.steady.p99} ms (${r.steady.ops} ops, ${r.steady.errors} errors); during the move p50 ${r.duringMove.p50} / p99 ${r.duringMove.p99} ms (${r.duringMove.ops} ops, ${r.duringMove.errors} errors ${JSON.stringify(r.duringMove.errorKinds)}); p99 ratio ${(r.duringMove.p99 / r.steady.p99).toFixed(2)}`);
   log(`RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.idle} -> ${x.peak} (+${x.aboveIdle})`).join(', ')}`);
   log(`anonymous RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.anonIdle} -> ${x.anonPeak} (+${x.anonAboveIdle})`).join(', ')}`);
