@@ -138,6 +138,7 @@ try {
   // A paced load of RATE ops/s; returns the latencies of the ops that finished.
   const load = (stop) => {
     const lat = [];
+    const timeline = [];
     let errors = 0;
     const errorKinds = {};
     const clients = Array.from({ length: 8 }, async (_, c) => {
@@ -148,10 +149,12 @@ try {
         t += interval;
         const key = `k${Math.floor(Math.random() * KEYS)}`;
         const s = performance.now();
+        const op = Math.random() < 0.5 ? 'get' : 'put';
         try {
-          if (Math.random() < 0.5) await kv.get(key);
+          if (op === 'get') await kv.get(key);
           else await kv.put(key, value);
           lat.push(performance.now() - s);
+          timeline.push([s, op, performance.now() - s]);
         } catch (e) {
           errors++;
           const kind = e?.code ?? e?.status ?? e?.message ?? 'error';
@@ -160,7 +163,7 @@ try {
       }
       void c;
     });
-    return { lat, errors: () => errors, errorKinds, done: Promise.all(clients) };
+    return { lat, timeline, errors: () => errors, errorKinds, done: Promise.all(clients) };
   };
 
   const steadyStop = { done: false };
@@ -208,8 +211,10 @@ try {
   const added = await fetch(`${client(1)}/v1/cluster/members`, { method: 'POST', body: JSON.stringify({ id: 'n4', peer: peer(4), client: client(4) }) });
   if (!added.ok) throw new Error(`add: ${added.status} ${await added.text()}`);
   let lastMove = null;
+  const epochs = [];
   for (;;) {
     const v = await fetch(`${client(1)}/v1/cluster`).then((r) => r.json());
+    if (epochs.length === 0 || epochs[epochs.length - 1][1] !== v.epoch) epochs.push([+((performance.now() - tAdd) / 1000).toFixed(1), v.epoch]);
     if (v.move !== null) lastMove = v.move;
     if (v.move === null && v.members.find((m) => m.id === 'n4')?.status === 'active') break;
     await sleep(100);
@@ -246,6 +251,19 @@ try {
   log(`n4 peak V8 heap / external MiB (sampled each second): ${JSON.stringify(heapPeak)}`);
   if (result.copyRateMiBPerS) log(`n4 copy rate (MiB/s, sampled each second): min ${result.copyRateMiBPerS.min}, median ${result.copyRateMiBPerS.median}, max ${result.copyRateMiBPerS.max}`);
   log(`client latency: steady p50 ${r.steady.p50} / p99 ${r.steady.p99} ms (${r.steady.ops} ops, ${r.steady.errors} errors); during the move p50 ${r.duringMove.p50} / p99 ${r.duringMove.p99} ms (${r.duringMove.ops} ops, ${r.duringMove.errors} errors ${JSON.stringify(r.duringMove.errorKinds)}); p99 ratio ${(r.duringMove.p99 / r.steady.p99).toFixed(2)}`);
+  // Where the slow requests of the move fell: per second since the add, those slower than
+  // twice the steady p99 (gets / puts), and when the config epoch changed.
+  const slowMs = 2 * r.steady.p99;
+  const perSecond = new Map();
+  for (const [t, op, ms] of during.timeline) {
+    if (ms <= slowMs) continue;
+    const sec = Math.floor((t - tAdd) / 1000);
+    const e = perSecond.get(sec) ?? { get: 0, put: 0 };
+    e[op]++;
+    perSecond.set(sec, e);
+  }
+  log(`requests slower than ${slowMs.toFixed(0)} ms during the move, by second since the add (s: gets/puts): ${[...perSecond].sort((a, b) => a[0] - b[0]).map(([sec, e]) => `${sec}: ${e.get}/${e.put}`).join(', ') || 'none'}`);
+  log(`config epochs (s since the add, epoch): ${epochs.map(([t, e]) => `${t}: ${e}`).join(', ')}`);
   log(`RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.idle} -> ${x.peak} (+${x.aboveIdle})`).join(', ')}`);
   log(`anonymous RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.anonIdle} -> ${x.anonPeak} (+${x.anonAboveIdle})`).join(', ')}`);
   if (JSON_OUT) process.stdout.write(JSON.stringify(result) + '\n');

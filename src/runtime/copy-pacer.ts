@@ -10,7 +10,8 @@
 //   * the lowest round trip of the last baseHistoryMs is the base: the chunk's own cost.
 //     Under sustained load every round trip includes some queueing, so the base would
 //     creep up with it; as in LEDBAT++ (draft-irtf-iccrg-ledbat-plus-plus), copies slow
-//     to the floor for two windows every probeEveryMs to measure it again;
+//     to the floor for two windows when they start and every probeEveryMs after, to
+//     measure it without their own load;
 //   * the median round trip of each window, minus the base, is the queueing delay;
 //   * below targetDelayMs the rate grows (by up to a quarter per window), above it the
 //     rate shrinks in proportion to the excess (by up to half per window), always within
@@ -37,6 +38,8 @@ export interface CopyPacerOptions {
 
 /** A chunk request not answered within this long is forgotten (it was dropped or resent). */
 const requestForgetMs = 10_000;
+/** Copies that start after this long without a request begin with a probe. */
+const idleMs = 5_000;
 const baseBuckets = 6;
 
 export class CopyPacer {
@@ -44,13 +47,19 @@ export class CopyPacer {
   private readonly min: number;
   private readonly windowMs: number;
   private readonly bucketMs: number;
+  private readonly probeEveryMs: number;
   private readonly sentAt = new Map<string, number>();
   private samples: number[] = [];
+  /** End of the current decision window (null before the first call). */
   private windowEnd: number | null = null;
   /** Lowest round trip per bucket of baseHistoryMs / baseBuckets, newest last. */
   private readonly base: { start: number; min: number }[] = [];
+  /** Copies run at the floor until then, to measure the base. */
   private probeUntil = -Infinity;
-  private nextProbeAt: number | null = null;
+  private nextProbeAt = Infinity;
+  private lastRequestAt = -Infinity;
+  /** The latest time given to any method. */
+  private now = -Infinity;
   /** The last window's queueing delay (ms), for reports; null before the first sample. */
   queueingMs: number | null = null;
 
@@ -58,26 +67,31 @@ export class CopyPacer {
     this.min = Math.min(opts.maxBytesPerS, opts.minBytesPerS ?? 512 * 1024);
     this.windowMs = opts.windowMs ?? 250;
     this.bucketMs = (opts.baseHistoryMs ?? 60_000) / baseBuckets;
+    this.probeEveryMs = opts.probeEveryMs ?? 20_000;
     // Start low and ramp up: a burst at the ceiling is what the pacer exists to avoid.
     this.rate = opts.targetDelayMs === 0 ? opts.maxBytesPerS : Math.max(this.min, opts.maxBytesPerS / 8);
   }
 
   /** Value bytes per second copies may use now. */
   bytesPerS(): number {
-    return this.probing() ? this.min : this.rate;
-  }
-
-  private probing(): boolean {
-    return this.windowEnd !== null && this.windowEnd <= this.probeUntil;
+    return this.now < this.probeUntil ? this.min : this.rate;
   }
 
   /** A chunk request identified by `key` left at `nowMs`. */
   requestSent(key: string, nowMs: number): void {
+    this.now = Math.max(this.now, nowMs);
+    if (this.opts.targetDelayMs > 0 && nowMs - this.lastRequestAt > idleMs) {
+      // Copies (re)start: measure the base before they load anything, or a base taken
+      // under their own load would hide the queueing they cause until the next probe.
+      this.startProbe(nowMs);
+    }
+    this.lastRequestAt = nowMs;
     this.sentAt.set(key, nowMs);
   }
 
   /** The chunk answering `key` arrived at `nowMs`. */
   chunkReceived(key: string, nowMs: number): void {
+    this.now = Math.max(this.now, nowMs);
     const t = this.sentAt.get(key);
     if (t === undefined) return;
     this.sentAt.delete(key);
@@ -92,21 +106,16 @@ export class CopyPacer {
 
   /** Call often (every tick); decides once per window. Returns the rate now. */
   update(nowMs: number): number {
+    this.now = Math.max(this.now, nowMs);
     if (this.opts.targetDelayMs === 0) return this.rate;
-    if (this.windowEnd === null) {
-      this.windowEnd = nowMs + this.windowMs;
-      this.nextProbeAt = nowMs + (this.opts.probeEveryMs ?? 20_000);
-    }
+    if (this.windowEnd === null) this.windowEnd = nowMs + this.windowMs;
     if (nowMs < this.windowEnd) return this.bytesPerS();
-    const wasProbing = this.probing();
+    // A window that overlapped a probe measured the floor, not the rate: no decision.
+    const probed = this.probeUntil > this.windowEnd - this.windowMs;
     this.windowEnd = nowMs + this.windowMs;
     for (const [k, t] of this.sentAt) if (nowMs - t > requestForgetMs) this.sentAt.delete(k);
-    if (this.samples.length > 0 && nowMs >= this.nextProbeAt!) {
-      // Only while copies run: an idle pacer has nothing queued to measure past.
-      this.probeUntil = nowMs + 2 * this.windowMs;
-      this.nextProbeAt = nowMs + (this.opts.probeEveryMs ?? 20_000);
-    }
-    if (this.samples.length === 0 || wasProbing) {
+    if (this.samples.length > 0 && nowMs >= this.nextProbeAt) this.startProbe(nowMs);
+    if (this.samples.length === 0 || probed) {
       this.samples = [];
       return this.bytesPerS();
     }
@@ -121,6 +130,11 @@ export class CopyPacer {
     const factor = offTarget >= 0 ? 1 + 0.25 * offTarget : 1 + 0.5 * offTarget;
     this.rate = Math.max(this.min, Math.min(this.opts.maxBytesPerS, this.rate * factor));
     return this.bytesPerS();
+  }
+
+  private startProbe(nowMs: number): void {
+    this.probeUntil = nowMs + 2 * this.windowMs;
+    this.nextProbeAt = nowMs + this.probeEveryMs;
   }
 }
 

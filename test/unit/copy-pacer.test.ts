@@ -61,6 +61,29 @@ describe('copy pacer', () => {
     expect(mean).toBeLessThan(18 * MiB);
   });
 
+  it('measures the base before its own load: copies that queue from their first chunk back off at once', () => {
+    const p = new CopyPacer({ maxBytesPerS: 32 * MiB, targetDelayMs: 10 });
+    // Chunks take 3 ms at the floor, and 33 ms at any higher rate (the copy saturates a CPU).
+    const rttNow = () => (p.bytesPerS() <= 512 * 1024 ? 3 : 33);
+    let at = drive(p, 12, rttNow);
+    // It hovers at the floor (one step above it queues again).
+    for (let i = 0; i < 20; i++) {
+      at = drive(p, 1, rttNow, at);
+      expect(p.bytesPerS()).toBeLessThanOrEqual(640 * 1024);
+    }
+  });
+
+  it('probes again when copies resume after an idle spell', () => {
+    const p = new CopyPacer({ maxBytesPerS: 32 * MiB, targetDelayMs: 10 });
+    const at = drive(p, 40, () => 3);
+    expect(p.bytesPerS()).toBe(32 * MiB);
+    for (let t = at.t; t < at.t + 6_000; t += 50) p.update(t); // idle for 6 s
+    p.requestSent('again', at.t + 6_000);
+    expect(p.bytesPerS()).toBe(512 * 1024);
+    p.update(at.t + 6_600);
+    expect(p.bytesPerS()).toBe(32 * MiB);
+  });
+
   it('keeps the rate when no chunk arrives, and ignores chunks it did not time', () => {
     const p = new CopyPacer({ maxBytesPerS: 32 * MiB, targetDelayMs: 10 });
     p.chunkReceived('unknown', 5);
