@@ -195,11 +195,16 @@ try {
   }, 100);
   // n4's copy rate (the pacer's choice), once a second.
   const rates = [];
+  const n4Lag = [];
   const heapPeak = {};
   const rateSampler = setInterval(async () => {
     const text = await fetch(`${client(4)}/metrics`).then((r) => r.text(), () => '');
     const m = /^ringkv_copy_rate_bytes_per_second(?:\{[^}]*\})? (\S+)$/m.exec(text);
     if (m) rates.push(Number(m[1]) / 1024 ** 2);
+    // prom-client resets the event-loop delay histogram at each scrape: this is the last second's.
+    const lag = /^ringkv_nodejs_eventloop_lag_max_seconds(?:\{[^}]*\})? (\S+)$/m.exec(text);
+    const gc = /^ringkv_nodejs_gc_duration_seconds_sum\{[^}]*kind="major"[^}]*\} (\S+)$/m.exec(text);
+    if (lag) n4Lag.push([Math.floor((performance.now() - tAdd) / 1000), Math.round(Number(lag[1]) * 1000), gc ? Math.round(Number(gc[1]) * 1000) : null]);
     for (const name of ['ringkv_nodejs_heap_size_total_bytes', 'ringkv_nodejs_external_memory_bytes']) {
       const h = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
       if (h) heapPeak[name] = Math.max(heapPeak[name] ?? 0, Number(h[1]) / 1024 ** 2);
@@ -263,6 +268,7 @@ try {
     perSecond.set(sec, e);
   }
   log(`requests slower than ${slowMs.toFixed(0)} ms during the move, by second since the add (s: gets/puts): ${[...perSecond].sort((a, b) => a[0] - b[0]).map(([sec, e]) => `${sec}: ${e.get}/${e.put}`).join(', ') || 'none'}`);
+  log(`n4 event-loop delay max per second and major GC ms so far (s: ms/ms): ${n4Lag.map(([t, l, g]) => `${t}: ${l}/${g}`).join(', ')}`);
   log(`config epochs (s since the add, epoch): ${epochs.map(([t, e]) => `${t}: ${e}`).join(', ')}`);
   log(`RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.idle} -> ${x.peak} (+${x.aboveIdle})`).join(', ')}`);
   log(`anonymous RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.anonIdle} -> ${x.anonPeak} (+${x.anonAboveIdle})`).join(', ')}`);
