@@ -8,103 +8,25 @@
 // Script-like, as partition.test.ts: three nodes, a hand-driven network, a memory store
 // per node, Readies carried out at once.
 import { describe, expect, it } from 'vitest';
-import { applyChange, initialConfig, isChangeError, type ClusterConfig, type ConfigChange } from '../../src/core/membership.js';
 import {
-  applyRepPersistOp,
   canServe,
-  createReplication,
   isCaughtUp,
   metaOf,
   roleOf,
-  setConfig,
-  step,
-  submit,
-  tick,
   type ClientOp,
-  type ClientResult,
-  type KvRecord,
   type PartitionMeta,
-  type RepEnvelope,
-  type RepReady,
-  type Replication,
 } from '../../src/core/replication.js';
 import { partitionOf } from '../../src/core/hash.js';
 import { buildRing } from '../../src/core/ring.js';
-import { nodeId, type NodeId } from '../../src/core/types.js';
-import { applyRecordOps, memoryStoreView } from '../support/memory-records.js';
+import { type NodeId } from '../../src/core/types.js';
+import { harnessParams, RepHarness } from '../support/rep-harness.js';
 
-const ids = ['n1', 'n2', 'n3'].map(nodeId);
-const params = { replicationFactor: 3, minInSync: 2, partitions: 4, vnodesPerNode: 4 };
+const params = harnessParams;
 
-class Harness {
-  readonly reps = new Map<NodeId, Replication>();
-  readonly data = new Map<NodeId, Map<string, KvRecord>>();
-  readonly metas = new Map<NodeId, Map<number, PartitionMeta>>();
-  readonly down = new Set<NodeId>();
-  readonly cut = new Set<NodeId>();
-  readonly wire: RepEnvelope[] = [];
-  readonly replies: { id: string; result: ClientResult }[] = [];
-  /** Messages of these types are lost. */
-  readonly lose = new Set<string>();
-  cfg: ClusterConfig = initialConfig(ids.map((id) => ({ id, peerUrl: `http://${id}`, clientUrl: `http://${id}` })), params);
-  private n = 0;
-
-  constructor() {
-    for (const id of ids) this.boot(id);
-  }
-
-  /** Start (or restart from its disk) a node. */
-  boot(id: NodeId): void {
-    if (!this.data.has(id)) this.data.set(id, new Map());
-    if (!this.metas.has(id)) this.metas.set(id, new Map());
-    const rep = createReplication({ id, clusterName: 't', seed: this.n++ + 7, checkInvariants: true }, this.metas.get(id)!, memoryStoreView(this.data.get(id)!));
-    this.reps.set(id, rep);
-    this.down.delete(id);
-    this.apply(id, setConfig(rep, this.cfg));
-  }
-
-  apply(id: NodeId, r: RepReady): void {
-    for (const op of r.persist) applyRepPersistOp(this.metas.get(id)!, op);
-    applyRecordOps(this.data.get(id)!, r.persist);
-    for (const env of r.send) if (!this.cut.has(id) && !this.cut.has(env.to) && !this.lose.has(env.msg.type)) this.wire.push(env);
-    for (const rep of r.replies) this.replies.push({ id: rep.requestId, result: rep.result });
-  }
-
-  flush(): void {
-    for (let i = 0; i < 10_000 && this.wire.length > 0; i++) {
-      const env = this.wire.shift()!;
-      const rep = this.reps.get(env.to);
-      if (rep === undefined || this.down.has(env.to) || this.cut.has(env.to) || this.cut.has(env.msg.from)) continue;
-      this.apply(env.to, step(rep, env.msg));
-    }
-  }
-
-  ticks(k: number): void {
-    for (let i = 0; i < k; i++) {
-      for (const [id, rep] of this.reps) if (!this.down.has(id)) this.apply(id, tick(rep));
-      this.flush();
-    }
-  }
-
-  change(c: ConfigChange): void {
-    const next = applyChange(this.cfg, c);
-    if (isChangeError(next)) throw new Error(next.error);
-    this.cfg = next;
-    for (const [id, rep] of this.reps) if (!this.down.has(id)) this.apply(id, setConfig(rep, next));
-    this.flush();
-  }
-
-  /** Submit and return the request id (the reply may come later). */
-  submit(node: NodeId, op: ClientOp): string {
-    const id = `r${this.n++}`;
-    this.apply(node, submit(this.reps.get(node)!, id, op));
-    this.flush();
-    return id;
-  }
-
+class Harness extends RepHarness {
   result(id: string): string {
-    const r = this.replies.find((x) => x.id === id)?.result;
-    if (r === undefined) return 'pending';
+    const r = this.reply(id);
+    if (r === 'pending') return 'pending';
     if (r.status === 'ok') return r.value !== undefined ? `ok ${new TextDecoder().decode(r.value)}` : 'ok';
     if (r.status === 'unavailable') return `unavailable ${r.reason}`;
     return r.status;

@@ -3,103 +3,31 @@
 // what clients see. Every step carries out Readies as the runtime must (persist -> send
 // -> reply); here persist is applied at once.
 import { describe, expect, it } from 'vitest';
-import { initialConfig, applyChange, isChangeError, type ClusterConfig, type ConfigChange } from '../../src/core/membership.js';
+import { applyChange, isChangeError } from '../../src/core/membership.js';
 import {
-  applyRepPersistOp,
   canServe,
-  createReplication,
   isCaughtUp,
   requestRepair,
   setConfig,
   step,
   submit,
   tick,
-  type ClientOp,
   type ClientResult,
   type KvRecord,
-  type PartitionMeta,
-  type RepEnvelope,
-  type RepReady,
-  type Replication,
 } from '../../src/core/replication.js';
 import { comparePositions, onHistory, judgeIncoming, type HistoryEntry } from '../../src/core/partition.js';
 import { partitionOf } from '../../src/core/hash.js';
 import { buildRing } from '../../src/core/ring.js';
 import { nodeId, epoch, seq, type NodeId } from '../../src/core/types.js';
 import { increment, EMPTY_CLOCK } from '../../src/core/vector-clock.js';
-import { applyRecordOps, memoryStoreView } from '../support/memory-records.js';
+import { harnessIds, harnessParams, RepHarness } from '../support/rep-harness.js';
 
-const ids = ['n1', 'n2', 'n3'].map(nodeId);
-const params = { replicationFactor: 3, minInSync: 2, partitions: 4, vnodesPerNode: 4 };
+const ids = harnessIds;
+const params = harnessParams;
 
-class Harness {
-  readonly reps = new Map<NodeId, Replication>();
-  readonly data = new Map<NodeId, Map<string, KvRecord>>();
-  readonly metas = new Map<NodeId, Map<number, PartitionMeta>>();
-  readonly down = new Set<NodeId>();
-  readonly cut = new Set<NodeId>();
-  readonly wire: RepEnvelope[] = [];
-  readonly replies: { node: NodeId; id: string; result: ClientResult }[] = [];
-  cfg: ClusterConfig = initialConfig(ids.map((id) => ({ id, peerUrl: `http://${id}`, clientUrl: `http://${id}` })), params);
-  private n = 0;
-
-  constructor() {
-    for (const id of ids) this.boot(id);
-  }
-
-  boot(id: NodeId): void {
-    if (!this.data.has(id)) this.data.set(id, new Map());
-    if (!this.metas.has(id)) this.metas.set(id, new Map());
-    const data = this.data.get(id)!;
-    const store = memoryStoreView(data);
-    const rep = createReplication({ id, clusterName: 't', seed: this.n++ + 7, checkInvariants: true }, this.metas.get(id)!, store);
-    this.reps.set(id, rep);
-    this.down.delete(id);
-    this.apply(id, setConfig(rep, this.cfg));
-  }
-
-  apply(id: NodeId, r: RepReady): void {
-    const data = this.data.get(id)!;
-    for (const op of r.persist) applyRepPersistOp(this.metas.get(id)!, op);
-    applyRecordOps(data, r.persist);
-    for (const env of r.send) if (!this.cut.has(id) && !this.cut.has(env.to)) this.wire.push(env);
-    for (const rep of r.replies) this.replies.push({ node: id, id: rep.requestId, result: rep.result });
-  }
-
-  /** Deliver messages until the network is quiet (bounded). */
-  flush(): void {
-    for (let i = 0; i < 10_000 && this.wire.length > 0; i++) {
-      const env = this.wire.shift()!;
-      const rep = this.reps.get(env.to);
-      if (rep === undefined || this.down.has(env.to) || this.cut.has(env.to) || this.cut.has(env.msg.from)) continue;
-      this.apply(env.to, step(rep, env.msg));
-    }
-  }
-
-  ticks(k: number): void {
-    for (let i = 0; i < k; i++) {
-      for (const [id, rep] of this.reps) if (!this.down.has(id)) this.apply(id, tick(rep));
-      this.flush();
-    }
-  }
-
-  change(c: ConfigChange): void {
-    const next = applyChange(this.cfg, c);
-    if (isChangeError(next)) throw new Error(next.error);
-    this.cfg = next;
-    for (const [id, rep] of this.reps) if (!this.down.has(id)) this.apply(id, setConfig(rep, next));
-    this.flush();
-  }
-
-  client(node: NodeId, op: ClientOp): ClientResult | 'pending' {
-    const id = `r${this.n++}`;
-    this.apply(node, submit(this.reps.get(node)!, id, op));
-    this.flush();
-    return this.result(id);
-  }
-
+class Harness extends RepHarness {
   result(id: string): ClientResult | 'pending' {
-    return this.replies.find((r) => r.id === id)?.result ?? 'pending';
+    return this.reply(id);
   }
 
   primaryOf(key: string): NodeId {

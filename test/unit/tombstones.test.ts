@@ -7,99 +7,42 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import { partitionOf } from '../../src/core/hash.js';
-import { applyChange, initialConfig, isChangeError, type ClusterConfig, type ConfigChange } from '../../src/core/membership.js';
 import { emptyMeta, normalizeMeta, tombstoneExpired } from '../../src/core/partition.js';
 import {
-  applyRepPersistOp,
-  createReplication,
   requestRepair,
-  setConfig,
   step,
-  submit,
-  tick,
-  type ClientOp,
   type ClientResult,
   type KvRecord,
   type PartitionMeta,
-  type RepEnvelope,
-  type RepEvent,
   type RepMessage,
   type RepMutation,
-  type RepReady,
-  type Replication,
 } from '../../src/core/replication.js';
 import { buildRing } from '../../src/core/ring.js';
-import { epoch, nodeId, partitionId, seq, type NodeId } from '../../src/core/types.js';
+import {
+  epoch,
+  nodeId,
+  partitionId,
+  seq,
+  type NodeId,
+} from '../../src/core/types.js';
 import { compare, EMPTY_CLOCK, increment, versionOf } from '../../src/core/vector-clock.js';
 import { encodeRepMessage, parseRepMessage } from '../../src/net/rep-wire.js';
 import { loadPartitionMetas, OverlayStoreView, repWriteOps, toKvRecord } from '../../src/runtime/rep-store.js';
 import { LmdbStore } from '../../src/store/lmdb-store.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
-import { applyRecordOps, memoryStoreView } from '../support/memory-records.js';
+import { harnessIds, harnessParams, RepHarness } from '../support/rep-harness.js';
 
-const ids = ['n1', 'n2', 'n3'].map(nodeId);
-const params = { replicationFactor: 3, minInSync: 2, partitions: 4, vnodesPerNode: 4 };
+const ids = harnessIds;
+const params = harnessParams;
 const GRACE = 10_000;
 const T0 = 1_700_000_000_000;
 
-class Harness {
-  readonly reps = new Map<NodeId, Replication>();
-  readonly data = new Map<NodeId, Map<string, KvRecord>>();
-  readonly metas = new Map<NodeId, Map<number, PartitionMeta>>();
-  readonly down = new Set<NodeId>();
-  readonly cut = new Set<NodeId>();
-  readonly wire: RepEnvelope[] = [];
-  readonly replies: { node: NodeId; id: string; result: ClientResult }[] = [];
-  readonly events: { node: NodeId; event: RepEvent }[] = [];
-  cfg: ClusterConfig = initialConfig(ids.map((id) => ({ id, peerUrl: `http://${id}`, clientUrl: `http://${id}` })), params);
-  /** The wall clock every node reads (ms). */
-  wall = T0;
-  private n = 0;
+/** The harness with a wall clock (from T0) and a tombstone grace of GRACE. */
+class Harness extends RepHarness {
+  declare wall: number;
 
-  constructor(private readonly mutation: RepMutation = null) {
-    for (const id of ids) this.boot(id);
-  }
-
-  boot(id: NodeId): void {
-    if (!this.data.has(id)) this.data.set(id, new Map());
-    if (!this.metas.has(id)) this.metas.set(id, new Map());
-    const data = this.data.get(id)!;
-    const store = memoryStoreView(data);
-    const rep = createReplication({ id, clusterName: 't', seed: this.n++ + 7, checkInvariants: true, tombstoneGraceMs: GRACE, testOnlyMutation: this.mutation }, this.metas.get(id)!, store);
-    this.reps.set(id, rep);
-    this.down.delete(id);
-    this.apply(id, setConfig(rep, this.cfg));
-  }
-
-  apply(id: NodeId, r: RepReady): void {
-    const data = this.data.get(id)!;
-    for (const op of r.persist) applyRepPersistOp(this.metas.get(id)!, op);
-    applyRecordOps(data, r.persist);
-    for (const event of r.events) this.events.push({ node: id, event });
-    for (const env of r.send) if (!this.cut.has(id) && !this.cut.has(env.to)) this.wire.push(env);
-    for (const rep of r.replies) this.replies.push({ node: id, id: rep.requestId, result: rep.result });
-  }
-
-  /** Called with every message about to be delivered (a test may inject messages of its own). */
-  beforeDeliver: ((env: RepEnvelope) => void) | null = null;
-
-  flush(): void {
-    for (let i = 0; i < 10_000 && this.wire.length > 0; i++) {
-      const env = this.wire.shift()!;
-      this.beforeDeliver?.(env);
-      const rep = this.reps.get(env.to);
-      if (rep === undefined || this.down.has(env.to) || this.cut.has(env.to) || this.cut.has(env.msg.from)) continue;
-      this.apply(env.to, step(rep, env.msg));
-    }
-  }
-
-  /** k ticks of 50 ms each, on every running node. */
-  ticks(k: number): void {
-    for (let i = 0; i < k; i++) {
-      this.wall += 50;
-      for (const [id, rep] of this.reps) if (!this.down.has(id)) this.apply(id, tick(rep, this.wall));
-      this.flush();
-    }
+  constructor(mutation: RepMutation = null) {
+    super({ rep: { tombstoneGraceMs: GRACE, testOnlyMutation: mutation }, wallStartMs: T0 });
   }
 
   /** Ticks until the wall clock reaches `ms`. */
@@ -107,27 +50,8 @@ class Harness {
     while (this.wall + 50 <= ms) this.ticks(1);
   }
 
-  change(c: ConfigChange): void {
-    const next = applyChange(this.cfg, c);
-    if (isChangeError(next)) throw new Error(next.error);
-    this.cfg = next;
-    for (const [id, rep] of this.reps) if (!this.down.has(id)) this.apply(id, setConfig(rep, next));
-    this.flush();
-  }
-
-  submit(node: NodeId, op: ClientOp): string {
-    const id = `r${this.n++}`;
-    this.apply(node, submit(this.reps.get(node)!, id, op, this.wall));
-    this.flush();
-    return id;
-  }
-
-  client(node: NodeId, op: ClientOp): ClientResult | 'pending' {
-    return this.result(this.submit(node, op));
-  }
-
   result(id: string): ClientResult | 'pending' {
-    return this.replies.find((r) => r.id === id)?.result ?? 'pending';
+    return this.reply(id);
   }
 
   primaryOf(key: string): NodeId {
