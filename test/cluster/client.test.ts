@@ -101,12 +101,20 @@ describe('RingkvClient against a 3-node cluster (ringkv local)', () => {
       for (const key of keys) {
         const mine = events.filter((e) => e.key === key);
         const primary = primaries.get(key)!;
-        expect(mine.map((e) => [e.op, e.attempt, e.origin, e.target, e.primary, e.servedBy])).toEqual([
-          ['put', 1, c.client(primary), primary, true, primary],
-          ['get', 1, c.client(primary), primary, true, primary],
-        ]);
+        // Every attempt goes straight to the key's primary. On a loaded machine the primary
+        // may refuse one (503: its lease renewal came late; nothing applied) and the client
+        // tries it again, there; any other retry would be a routing or retry-rule bug.
+        for (const e of mine) expect([e.op, e.origin, e.target, e.primary]).toEqual([e.op, c.client(primary), primary, true]);
+        for (const op of ['put', 'get'] as const) {
+          const attempts = mine.filter((e) => e.op === op);
+          expect(attempts.map((e) => e.attempt)).toEqual(attempts.map((_, i) => i + 1));
+          expect(attempts.at(-1)?.servedBy).toBe(primary);
+          for (const e of attempts.slice(0, -1)) expect({ status: e.status, sent: e.sent }).toMatchObject(e.status === null ? { sent: false } : { status: 503 });
+        }
       }
-      const expected = c.ids().map((id) => keys.filter((k) => primaries.get(k) === id).length);
+      // Each node counted exactly the PUTs the client sent it: none went anywhere else.
+      const expected = c.ids().map((id) => events.filter((e) => e.op === 'put' && e.sent && e.target === id).length);
+      c.ids().forEach((id, i) => expect(expected[i]).toBeGreaterThanOrEqual(keys.filter((k) => primaries.get(k) === id).length));
       expect(after.map((n, i) => n - before[i]!)).toEqual(expected);
       console.log(`client (a): ${keys.length} keys, PUTs per node ${JSON.stringify(expected)}, every request sent to and served by its primary`);
     } finally {
