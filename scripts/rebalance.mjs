@@ -17,7 +17,7 @@
 // Prints a summary; --json prints one JSON object at the end.
 
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -26,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const MAIN = join(ROOT, 'dist', 'cli', 'main.js');
 const { RingkvClient } = await import(join(ROOT, 'dist', 'client', 'index.js'));
+const { open: openLmdb } = await import('lmdb');
 
 const args = process.argv.slice(2);
 const opt = (name, def) => {
@@ -60,6 +61,35 @@ async function freeBase(nodes) {
  * what a transfer could pile up). The rest is file pages: LMDB's memory map of the data
  * the node now holds, which the kernel can drop and read back at will.
  */
+/** LMDB's data file of a node: its size and how much of its map the process has resident (smaps). */
+const lmdbMap = (pid, nodeDir) => {
+  const file = join(nodeDir, 'store', 'data.mdb');
+  let fileMiB = null;
+  let rssKiB = 0;
+  try {
+    fileMiB = +(statSync(file).size / 1024 ** 2).toFixed(1);
+    const smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n');
+    for (let i = 0; i < smaps.length; i++) {
+      if (!smaps[i].endsWith('data.mdb')) continue;
+      for (let j = i + 1; j < smaps.length && !/^[0-9a-f]+-/.test(smaps[j]); j++) {
+        const m = /^Rss:\s+(\d+) kB/.exec(smaps[j]);
+        if (m) rssKiB += Number(m[1]);
+      }
+    }
+  } catch {}
+  return { fileMiB, rssMiB: +(rssKiB / 1024).toFixed(1) };
+};
+/** Page counts of the node's data B-tree (opened read-only while the node runs). */
+const lmdbStats = (nodeDir) => {
+  try {
+    const env = openLmdb({ path: join(nodeDir, 'store'), readOnly: true, maxDbs: 4 });
+    const s = env.openDB({ name: 'kv' }).getStats();
+    env.close();
+    return { entries: s.entryCount, leafPages: s.treeLeafPageCount, branchPages: s.treeBranchPageCount, overflowPages: s.overflowPages, pageSize: s.pageSize, depth: s.treeDepth };
+  } catch (e) {
+    return { error: String(e) };
+  }
+};
 const rssKiB = (pid) => {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -225,6 +255,7 @@ try {
     await sleep(100);
   }
   const moveMs = performance.now() - tAdd;
+  const n4Map = lmdbMap(n4.pid, n4dir);
   moveStop.done = true;
   await during.done;
   clearInterval(sampler);
@@ -271,6 +302,7 @@ try {
   log(`n4 event-loop delay max per second and major GC ms so far (s: ms/ms): ${n4Lag.map(([t, l, g]) => `${t}: ${l}/${g}`).join(', ')}`);
   log(`config epochs (s since the add, epoch): ${epochs.map(([t, e]) => `${t}: ${e}`).join(', ')}`);
   log(`RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.idle} -> ${x.peak} (+${x.aboveIdle})`).join(', ')}`);
+  log(`n4 at the switch: LMDB file ${n4Map.fileMiB} MiB, ${n4Map.rssMiB} MiB of its map resident; B-tree of the data: ${JSON.stringify(lmdbStats(n4dir))}`);
   log(`anonymous RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.anonIdle} -> ${x.anonPeak} (+${x.anonAboveIdle})`).join(', ')}`);
   if (JSON_OUT) process.stdout.write(JSON.stringify(result) + '\n');
 } finally {

@@ -200,6 +200,11 @@ export interface FollowerProgress {
   acked: Seq;
   /** Its copy/delta finished: it holds the primary's log up to `acked`. */
   caughtUp: boolean;
+  /**
+   * A learner that still copies another partition (its last ack said so). It is confirmed
+   * only once it has finished them all, unless this partition needs it to commit at all.
+   */
+  copying: boolean;
   sentUpTo: Seq;
   lastSendTick: number;
 }

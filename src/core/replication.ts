@@ -261,12 +261,16 @@ export interface RepAppendMsg extends PartBase {
   readonly type: 'rep-append';
   readonly entries: readonly Entry[];
 }
-/** Follower -> primary: persisted contiguously up to `acked`; `resync`: I do not know your session. */
+/**
+ * Follower -> primary: persisted contiguously up to `acked`; `resync`: I do not know your
+ * session; `copying`: I still copy another partition I learn (do not wait for me yet).
+ */
 export interface RepAckMsg extends PartBase {
   readonly type: 'rep-ack';
   readonly acked: Seq;
   readonly caughtUp: boolean;
   readonly resync: boolean;
+  readonly copying: boolean;
 }
 /** Primary -> learner: you hold everything committed; from now on I wait for your acks. */
 export interface RepConfirmMsg extends PartBase {
@@ -920,6 +924,7 @@ function newFollowerProgress(rep: Replication, id: NodeId): FollowerProgress {
     lastCatchupSentTick: -Infinity,
     acked: toSeq(0),
     caughtUp: false,
+    copying: false,
     sentUpTo: toSeq(0),
     lastSendTick: -Infinity,
   };
@@ -1133,6 +1138,8 @@ function confirmLearners(rep: Replication, out: RepReady, ps: PartitionState, pr
   for (const f of pr.followers.values()) {
     if (!isLearner(rep, ps.id, f.id) || pr.confirmed.includes(f.id)) continue;
     if (!f.caughtUp || f.acked < pr.commitSeq) continue;
+    // Still copying elsewhere: wait, unless this partition cannot commit without it.
+    if (f.copying && commitSet(rep, ps, pr).length + 1 >= cfg.minInSync) continue;
     pr.confirmed.push(f.id);
     changed = true;
     out.events.push({ type: 'confirmed', partition: ps.id, learner: f.id, epoch: cfg.epoch });
@@ -1328,6 +1335,7 @@ function onCatchup(rep: Replication, out: RepReady, ps: PartitionState, msg: Rep
     writeMeta(out, ps, { ...ps.meta, pos: { epoch: msg.liveFromEpoch, seq: msg.liveFrom }, history: historyUpTo(msg.history, msg.liveFrom) });
     out.events.push({ type: 'caught-up', partition: ps.id, epoch: rep.cfg!.epoch });
     ackPrimary(rep, out, ps, true);
+    ackFinishedLearners(rep, out);
     return;
   }
   // The position is invalid until the copy completes: a crash mid-copy means a full copy.
@@ -1457,7 +1465,7 @@ function onCopyChunk(rep: Replication, out: RepReady, ps: PartitionState, msg: R
     // out meanwhile): the delta cannot be complete. Our position is null on disk since the
     // delta began, so a new stream (resync) gives us a full copy.
     ps.follower = null;
-    send(rep, out, msg.from, { type: 'rep-ack', partition: ps.id, session: msg.session, acked: toSeq(0), caughtUp: false, resync: true });
+    send(rep, out, msg.from, { type: 'rep-ack', partition: ps.id, session: msg.session, acked: toSeq(0), caughtUp: false, resync: true, copying: false });
     return;
   }
   adoptPurged(out, ps, msg, c.mode);
@@ -1517,6 +1525,7 @@ function finishCopy(rep: Replication, out: RepReady, ps: PartitionState): void {
   fs.copy = null;
   out.events.push({ type: 'caught-up', partition: ps.id, epoch: rep.cfg!.epoch });
   ackPrimary(rep, out, ps, true);
+  ackFinishedLearners(rep, out);
 }
 
 function onAppend(rep: Replication, out: RepReady, ps: PartitionState, msg: RepAppendMsg): void {
@@ -1539,7 +1548,7 @@ function onAppend(rep: Replication, out: RepReady, ps: PartitionState, msg: RepA
 /** A message from our primary in a stream we do not know (we restarted, or a sync was lost): start over. */
 function askResync(rep: Replication, out: RepReady, ps: PartitionState, msg: RepCatchupMsg | RepAppendMsg | RepConfirmMsg): void {
   if ((ps.role !== 'replica' && ps.role !== 'learner') || primaryIdOf(rep, ps.id) !== msg.from) return;
-  send(rep, out, msg.from, { type: 'rep-ack', partition: ps.id, session: msg.session, acked: toSeq(0), caughtUp: false, resync: true });
+  send(rep, out, msg.from, { type: 'rep-ack', partition: ps.id, session: msg.session, acked: toSeq(0), caughtUp: false, resync: true, copying: false });
 }
 
 function ackPrimary(rep: Replication, out: RepReady, ps: PartitionState, caughtUp: boolean): void {
@@ -1551,7 +1560,34 @@ function ackPrimary(rep: Replication, out: RepReady, ps: PartitionState, caughtU
     acked: toSeq((fs.liveNext ?? 1) - 1),
     caughtUp,
     resync: false,
+    copying: ps.role === 'learner' && learnerCopying(rep),
   });
+}
+
+/**
+ * Does this node still copy a partition it learns (or wait for one's catch-up to be
+ * announced)? While it does, its finished partitions ask not to be confirmed yet: a
+ * confirmed learner is in the commit set, and one busy copying would hold up every write of
+ * those partitions until the move ends (rebalancing.md, "When a learner is confirmed").
+ */
+function learnerCopying(rep: Replication): boolean {
+  for (const ps of rep.partitions) {
+    if (ps.role !== 'learner' || ps.follower === null) continue;
+    if (ps.follower.copy !== null || ps.follower.liveNext === null) return true;
+  }
+  return false;
+}
+
+/** A learner's copy of p is complete, its stream live, and its primary has yet to confirm it. */
+function awaitsConfirm(rep: Replication, ps: PartitionState): boolean {
+  const fs = ps.follower;
+  return ps.role === 'learner' && fs !== null && fs.copy === null && fs.liveNext !== null && ps.confirmedEpoch !== rep.cfg!.epoch;
+}
+
+/** The last copy finished: tell the primaries of the finished ones that we may be confirmed now. */
+function ackFinishedLearners(rep: Replication, out: RepReady): void {
+  if (learnerCopying(rep)) return;
+  for (const ps of rep.partitions) if (awaitsConfirm(rep, ps)) ackPrimary(rep, out, ps, true);
 }
 
 function onAck(rep: Replication, out: RepReady, ps: PartitionState, msg: RepAckMsg): void {
@@ -1565,6 +1601,7 @@ function onAck(rep: Replication, out: RepReady, ps: PartitionState, msg: RepAckM
   if (!f.streaming || !Number.isSafeInteger(msg.acked)) return;
   if (msg.acked > f.acked) f.acked = toSeq(Math.min(msg.acked, ps.meta.pos?.seq ?? 0));
   if (msg.caughtUp) f.caughtUp = true;
+  f.copying = msg.copying;
   if (f.sentUpTo < f.acked) f.sentUpTo = f.acked;
   if (pr.phase === 'align') advanceTakeover(rep, out, ps);
   else if (pr.phase === 'serving') {
@@ -1580,6 +1617,8 @@ function onConfirm(rep: Replication, out: RepReady, ps: PartitionState, msg: Rep
 }
 
 function onFollowerTick(rep: Replication, out: RepReady, ps: PartitionState): void {
+  // Lost acks: a finished learner repeats that it is ready to be confirmed.
+  if (rep.now % rep.timing.heartbeatTicks === 0 && awaitsConfirm(rep, ps) && !learnerCopying(rep)) ackPrimary(rep, out, ps, true);
   const c = ps.follower?.copy;
   if (c === null || c === undefined || c.done || rep.copyBudget <= 0 || rep.now - c.lastReqTick < rep.timing.retransmitTicks) return;
   if (copiesInFlight(rep) < replicationLimits.copyConcurrencyMax) sendCopyReq(rep, out, ps);

@@ -87,7 +87,7 @@ export const repMessageSchema = z.discriminatedUnion('type', [
     type: z.literal('rep-append'),
     entries: z.array(z.strictObject({ seq, key, record })).max(replicationLimits.replicationBatchMax),
   }),
-  z.strictObject({ ...part, type: z.literal('rep-ack'), acked: seq, caughtUp: z.boolean(), resync: z.boolean() }),
+  z.strictObject({ ...part, type: z.literal('rep-ack'), acked: seq, caughtUp: z.boolean(), resync: z.boolean(), copying: z.boolean() }),
   z.strictObject({ ...part, type: z.literal('rep-confirm') }),
   z.strictObject({ ...part, type: z.literal('rep-ae-req'), round: count, after: key.nullable(), upTo: key.nullable() }),
   z.strictObject({ ...part, type: z.literal('rep-ae-digest'), round: count, count, sum: u32, overflow: z.boolean() }),

@@ -46,6 +46,9 @@ export class RepHarness {
   readonly lose = new Set<string>();
   /** Called with every message about to be delivered (a test may inject messages of its own). */
   beforeDeliver: ((env: RepEnvelope) => void) | null = null;
+  /** Messages this returns true for are held back (in `held`) until `release()`. */
+  hold: ((env: RepEnvelope) => boolean) | null = null;
+  readonly held: RepEnvelope[] = [];
   cfg: ClusterConfig = initialConfig(harnessIds.map((id) => ({ id, peerUrl: `http://${id}`, clientUrl: `http://${id}` })), harnessParams);
   /** The wall clock every node reads (ms), or null. */
   wall: number | null;
@@ -78,6 +81,10 @@ export class RepHarness {
   flush(): void {
     for (let i = 0; i < 10_000 && this.wire.length > 0; i++) {
       const env = this.wire.shift()!;
+      if (this.hold?.(env) === true) {
+        this.held.push(env);
+        continue;
+      }
       this.beforeDeliver?.(env);
       const rep = this.reps.get(env.to);
       if (rep === undefined || this.down.has(env.to) || this.cut.has(env.to) || this.cut.has(env.msg.from)) continue;
@@ -92,6 +99,13 @@ export class RepHarness {
       for (const [id, rep] of this.reps) if (!this.down.has(id)) this.apply(id, tick(rep, this.wall ?? undefined));
       this.flush();
     }
+  }
+
+  /** Stops holding messages back and delivers those held. */
+  release(): void {
+    this.hold = null;
+    this.wire.push(...this.held.splice(0));
+    this.flush();
   }
 
   change(c: ConfigChange): void {
