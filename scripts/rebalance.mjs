@@ -90,6 +90,15 @@ const lmdbStats = (nodeDir) => {
     return { error: String(e) };
   }
 };
+/** CPU seconds (user + system) a process has used so far. */
+const cpuSeconds = (pid) => {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return 0;
+  }
+};
 const rssKiB = (pid) => {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -197,10 +206,12 @@ try {
   };
 
   const steadyStop = { done: false };
+  const cpuAtSteady = new Map([...pids].map(([id, pid]) => [id, cpuSeconds(pid)]));
   const steady = load(steadyStop);
   await sleep(STEADY_MS);
   steadyStop.done = true;
   await steady.done;
+  const cpuSteady = Object.fromEntries([...pids].map(([id, pid]) => [id, +(cpuSeconds(pid) - cpuAtSteady.get(id)).toFixed(1)]));
 
   // n4: a join config, then the add; sample RSS and the move.
   const n4dir = join(dir, 'n4');
@@ -210,11 +221,15 @@ try {
     `node: { id: n4, dataDir: ${JSON.stringify(n4dir)} }\nlisten: { client: "127.0.0.1:${base + 30}", peer: "127.0.0.1:${base + 31}" }\ncluster: { name: local, join: ${JSON.stringify(peer(1))} }\n`,
   );
   const secret = readFileSync(join(dir, 'cluster-secret'), 'utf8').trim();
-  n4 = spawn(process.execPath, [MAIN, 'serve', '--config', join(n4dir, 'ringkv.yaml')], { env: { ...process.env, RINGKV_CLUSTER_SECRET: secret }, stdio: 'ignore' });
+  // REBALANCE_N4_NODE_ARGS: extra node flags for n4 (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof");
+  // n4 then gets SIGTERM at the end and the script waits for it to exit.
+  const n4Args = (process.env.REBALANCE_N4_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  n4 = spawn(process.execPath, [...n4Args, MAIN, 'serve', '--config', join(n4dir, 'ringkv.yaml')], { env: { ...process.env, RINGKV_CLUSTER_SECRET: secret }, stdio: 'ignore' });
   await sleep(1500);
   const all = new Map([...pids, ['n4', n4.pid]]);
   const idle = new Map([...all].map(([id, pid]) => [id, rssKiB(pid)]));
   const peak = new Map([...idle].map(([id, m]) => [id, { ...m }]));
+  const cpuAtAdd = new Map([...all].map(([id, pid]) => [id, cpuSeconds(pid)]));
   const sampler = setInterval(() => {
     for (const [id, pid] of all) {
       const now = rssKiB(pid);
@@ -256,6 +271,7 @@ try {
   }
   const moveMs = performance.now() - tAdd;
   const n4Map = lmdbMap(n4.pid, n4dir);
+  const cpuMove = Object.fromEntries([...all].map(([id, pid]) => [id, +(cpuSeconds(pid) - cpuAtAdd.get(id)).toFixed(1)]));
   moveStop.done = true;
   await during.done;
   clearInterval(sampler);
@@ -273,6 +289,7 @@ try {
       steady: { ops: steady.lat.length, errors: steady.errors(), p50: +quantile(steady.lat, 0.5).toFixed(1), p99: +quantile(steady.lat, 0.99).toFixed(1) },
       duringMove: { ops: during.lat.length, errors: during.errors(), errorKinds: during.errorKinds, p50: +quantile(during.lat, 0.5).toFixed(1), p99: +quantile(during.lat, 0.99).toFixed(1) },
     },
+    cpuSeconds: { steady: cpuSteady, duringMove: cpuMove },
     rssMiB: Object.fromEntries(
       [...all.keys()].map((id) => {
         const i = idle.get(id);
@@ -302,9 +319,15 @@ try {
   log(`n4 event-loop delay max per second and major GC ms so far (s: ms/ms): ${n4Lag.map(([t, l, g]) => `${t}: ${l}/${g}`).join(', ')}`);
   log(`config epochs (s since the add, epoch): ${epochs.map(([t, e]) => `${t}: ${e}`).join(', ')}`);
   log(`RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.idle} -> ${x.peak} (+${x.aboveIdle})`).join(', ')}`);
+  log(`CPU seconds (user + system): steady state (${STEADY_MS / 1000} s) ${JSON.stringify(cpuSteady)}; during the move ${JSON.stringify(cpuMove)}`);
   log(`n4 at the switch: LMDB file ${n4Map.fileMiB} MiB, ${n4Map.rssMiB} MiB of its map resident; B-tree of the data: ${JSON.stringify(lmdbStats(n4dir))}`);
   log(`anonymous RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.anonIdle} -> ${x.anonPeak} (+${x.anonAboveIdle})`).join(', ')}`);
   if (JSON_OUT) process.stdout.write(JSON.stringify(result) + '\n');
+  if (n4Args.length > 0) {
+    const exited = new Promise((r) => n4.once('exit', r));
+    n4.kill('SIGTERM');
+    await Promise.race([exited, sleep(10_000)]);
+  }
 } finally {
   cleanup();
 }

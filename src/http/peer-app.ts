@@ -9,7 +9,8 @@ import type { Config } from '../config/schema.js';
 import { partitionId, type PartitionId } from '../core/types.js';
 import type { LogEntry, Message } from '../core/node.js';
 import { LogOnce, PeerAuthenticator } from '../net/peer-auth.js';
-import { MESSAGES_PATH } from '../net/peer-transport.js';
+import { Unpackr } from 'msgpackr';
+import { MESSAGES_PATH, MSGPACK_CONTENT_TYPE } from '../net/peer-transport.js';
 import { batchSchema, parseMessage } from '../net/wire.js';
 import { parseRepMessage } from '../net/rep-wire.js';
 import type { RepMessage } from '../core/replication.js';
@@ -29,6 +30,9 @@ export const listRequestSchema = z.strictObject({
   partitions: z.array(z.number().int().min(0).max(1 << 21)).max(1 << 16),
 });
 
+/** Reads MessagePack batches as plain objects (a `__proto__` key is renamed, never assigned). */
+const peerUnpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
 export interface PeerAppDeps {
   readonly config: Config;
   readonly secret: string | null;
@@ -47,7 +51,7 @@ export function buildPeerApp(deps: PeerAppDeps): FastifyInstance {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
-    // Replication batches carry values (base64): room for a copy chunk of large values.
+    // Replication batches carry values (base64 in JSON): room for a copy chunk of large values.
     bodyLimit: Math.max(config.limits.valueBytesMax * 2 * 64, 16 * 1024 * 1024),
     routerOptions: { maxParamLength: config.limits.keyBytesMax * 3 + 64 },
     forceCloseConnections: true,
@@ -56,6 +60,13 @@ export function buildPeerApp(deps: PeerAppDeps): FastifyInstance {
     },
   });
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser(MSGPACK_CONTENT_TYPE, { parseAs: 'buffer' }, (_req, body, done) => {
+    try {
+      done(null, peerUnpackr.unpack(body as Buffer));
+    } catch (e) {
+      done(new ApiError('invalid_request', `malformed MessagePack body: ${(e as Error).message}`), undefined);
+    }
+  });
 
   const auth = new PeerAuthenticator(deps.secret, config.cluster.name);
   const once = new LogOnce();

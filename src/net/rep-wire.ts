@@ -1,9 +1,9 @@
 // Wire form of the replication messages (rep-*, src/core/replication.ts). zod checks the
 // SHAPE (types, sizes, no extra fields); the core checks the MEANING (epochs, sessions).
 //
-// Values are bytes: a record's value travels as a base64 string (null for a tombstone),
-// encoded by `encodeRepMessage` before the message is queued and decoded here. Clocks
-// are arrays of [nodeId, counter] pairs, which JSON carries as they are.
+// Values are bytes (null for a tombstone): raw bytes in the MessagePack batches that
+// peer-transport.ts sends, or a base64 string in a JSON batch (`encodeRepMessage` gives a
+// message's JSON form). Clocks are arrays of [nodeId, counter] pairs.
 
 import { z } from 'zod';
 import type { RepMessage } from '../core/replication.js';
@@ -29,11 +29,16 @@ const clock = z
   .max(64)
   .transform((c) => c as unknown as VectorClock);
 
+/** A value: raw bytes in a MessagePack batch, a base64 string in a JSON one. */
 const value = z
-  .string()
-  .max(base64Max)
-  .regex(/^[A-Za-z0-9+/]*={0,2}$/)
-  .transform((s) => new Uint8Array(Buffer.from(s, 'base64')))
+  .union([
+    z.instanceof(Uint8Array).refine((b) => b.byteLength <= repValueBytesMax, { message: `value over ${repValueBytesMax} bytes` }),
+    z
+      .string()
+      .max(base64Max)
+      .regex(/^[A-Za-z0-9+/]*={0,2}$/)
+      .transform((s) => new Uint8Array(Buffer.from(s, 'base64'))),
+  ])
   .nullable();
 
 /** A tombstone's deletedAtMs (ms since the epoch); absent on values and on tombstones older than tombstone collection. */

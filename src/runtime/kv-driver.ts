@@ -42,7 +42,6 @@ import {
 import { partitionId, type NodeId } from '../core/types.js';
 import { LogOnce } from '../net/peer-auth.js';
 import type { PeerTransport } from '../net/peer-transport.js';
-import { encodeRepMessage } from '../net/rep-wire.js';
 import type { Store, WriteOp } from '../store/store.js';
 import { loadMembershipState, membershipWriteOps, tickMsFor, type DriverOptions } from './membership-state.js';
 import { loadPartitionMetas, OverlayStoreView, repWriteOps } from './rep-store.js';
@@ -306,7 +305,7 @@ export class KvDriver extends EventEmitter {
         const url = this.peerUrlOf(to);
         if (url === null) continue;
         if (msg.type === 'rep-copy-req') this.pacer.requestSent(copyRequestKey(to, msg), performance.now());
-        this.opts.transport.send(url, encodeRepMessage(msg));
+        this.opts.transport.send(url, msg);
       }
       for (const { requestId, result } of m.replies) {
         const resolve = this.waitingAdmin.get(requestId);

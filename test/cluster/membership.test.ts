@@ -3,6 +3,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster, statusOf, allActive } from '../support/cluster.js';
+import { peerPackr } from '../../src/net/peer-transport.js';
 
 
 describe('3-node cluster from ringkv local', () => {
@@ -118,6 +119,17 @@ describe('3-node cluster from ringkv local', () => {
       }
       const notJson = await fetch(`${c.peer('n2')}/peer/v1/messages`, { method: 'POST', headers, body: '{"from":' });
       expect(notJson.status).toBe(400);
+      // Batches between nodes are MessagePack: a truncated one, and one whose record value
+      // is neither bytes nor base64, are refused the same way.
+      const mp = { ...headers, 'content-type': 'application/msgpack' };
+      const truncated = peerPackr.pack(msg(epoch)).subarray(0, 20);
+      const cut = await fetch(`${c.peer('n2')}/peer/v1/messages`, { method: 'POST', headers: mp, body: truncated });
+      expect(cut.status).toBe(400);
+      expect(((await cut.json()) as { error: { code: string; message: string } }).error.message).toMatch(/malformed MessagePack body/);
+      const append = { type: 'rep-append', from: 'n1', clusterName: 'local', epoch, partition: 0, session: 1, entries: [{ seq: 1, key: 'k', record: { value: 42, clock: [['n1', 1]], epoch, seq: 1 } }] };
+      const badValue = await fetch(`${c.peer('n2')}/peer/v1/messages`, { method: 'POST', headers: mp, body: peerPackr.pack({ from: 'n1', messages: [append] }) });
+      expect(badValue.status).toBe(400);
+      expect(((await badValue.json()) as { error: { message: string } }).error.message).toMatch(/malformed message: entries\.0\.record\.value/);
 
       const other = await fetch(`${c.peer('n2')}/peer/v1/messages`, {
         method: 'POST',

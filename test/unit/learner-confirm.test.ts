@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { isCaughtUp, type ClientOp } from '../../src/core/replication.js';
 import { partitionOf } from '../../src/core/hash.js';
 import { buildRing } from '../../src/core/ring.js';
-import { type NodeId } from '../../src/core/types.js';
+import { partitionId, type NodeId } from '../../src/core/types.js';
 import { harnessIds, harnessParams, RepHarness } from '../support/rep-harness.js';
 
 const P = harnessParams.partitions;
@@ -22,7 +22,7 @@ const keys: string[] = Array.from({ length: P }, (_, p) => {
 
 class Harness extends RepHarness {
   primaryOf(p: number): NodeId {
-    return buildRing(this.cfg).primaryOf(p)!;
+    return buildRing(this.cfg).primaryOf(partitionId(p))!;
   }
 
   /** Puts on the partition's primary and returns 'ok' or the failure. */
