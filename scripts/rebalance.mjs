@@ -17,7 +17,7 @@
 // Prints a summary; --json prints one JSON object at the end.
 
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -224,7 +224,12 @@ try {
   // REBALANCE_N4_NODE_ARGS: extra node flags for n4 (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof");
   // n4 then gets SIGTERM at the end and the script waits for it to exit.
   const n4Args = (process.env.REBALANCE_N4_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  n4 = spawn(process.execPath, [...n4Args, MAIN, 'serve', '--config', join(n4dir, 'ringkv.yaml')], { env: { ...process.env, RINGKV_CLUSTER_SECRET: secret }, stdio: 'ignore' });
+  const n4Out = process.env.REBALANCE_N4_OUT ? openSync(process.env.REBALANCE_N4_OUT, 'w') : null;
+  n4 = spawn(process.execPath, [...n4Args, MAIN, 'serve', '--config', join(n4dir, 'ringkv.yaml')], {
+    env: { ...process.env, RINGKV_CLUSTER_SECRET: secret },
+    // REBALANCE_N4_OUT=FILE: n4's stdout and stderr (its logs, and e.g. --trace-gc) go there.
+    stdio: process.env.REBALANCE_N4_OUT ? ['ignore', n4Out, n4Out] : 'ignore',
+  });
   await sleep(1500);
   const all = new Map([...pids, ['n4', n4.pid]]);
   const idle = new Map([...all].map(([id, pid]) => [id, rssKiB(pid)]));

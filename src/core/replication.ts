@@ -92,6 +92,13 @@ export const replicationLimits = {
   copyConcurrencyMax: 4,
   /** Ticks of unused transfer budget a learner may bank (a burst of one second). */
   copyBurstTicks: 20,
+  /**
+   * Messages from an epoch this node has not learned yet are held (not dropped) until it
+   * learns it, up to this many and this many value bytes; bulk messages (copy chunks,
+   * anti-entropy records) are never held. Held longer than suspectTicks, they are dropped.
+   */
+  earlyMessagesMax: 1024,
+  earlyBytesMax: 8 * 1024 * 1024,
   /** Epochs remembered in a partition's history. Older positions get a full copy. */
   historyMax: 64,
   keyLengthMax: 512,
@@ -436,6 +443,9 @@ export interface Replication {
   readonly copied: { keys: number; bytes: number };
   /** Each peer's catch-up progress from its last heartbeat. */
   readonly peerProgress: Map<NodeId, LearnProgress>;
+  /** Messages from a newer epoch than ours, in arrival order, delivered once we adopt it. */
+  early: { readonly msg: RepMessage; readonly bytes: number; readonly tick: number }[];
+  earlyBytes: number;
   readonly aeIntervalTicks: number;
   nextAeTick: number;
   /** The tick of the last lease granted to each peer in the current epoch. */
@@ -482,6 +492,8 @@ export function createReplication(opts: RepOptions, metas: ReadonlyMap<number, P
     copyBytesPerTick: opts.copyBytesPerTick ?? Infinity,
     copied: { keys: 0, bytes: 0 },
     peerProgress: new Map(),
+    early: [],
+    earlyBytes: 0,
     grantedAt: new Map(),
     aeIntervalTicks: opts.antiEntropyIntervalTicks ?? Infinity,
     nextAeTick: opts.antiEntropyIntervalTicks ?? Infinity,
@@ -670,6 +682,7 @@ export function setConfig(rep: Replication, cfg: ClusterConfig): RepReady {
       out.events.push({ type: 'dropped', partition: ps.id, epoch: cfg.epoch });
     }
   }
+  deliverEarly(rep, out);
   return finish(rep, out);
 }
 
@@ -688,6 +701,12 @@ export function tick(rep: Replication, wallMs?: number): RepReady {
   rep.copyBudget = Math.min(burst, rep.copyBudget + rep.copyBytesPerTick);
   // A grant is valid while now < until: it lapses on exactly one tick.
   for (const [peer, until] of rep.leaseUntil) if (until === rep.now) out.events.push({ type: 'lease-expired', peer });
+  if (rep.early.length > 0 && rep.now - rep.early[0]!.tick > rep.timing.suspectTicks) {
+    // An epoch we have not learned in this long: the senders retransmit what still matters.
+    for (const h of rep.early) out.dropped.push({ from: h.msg.from, type: String(h.msg.type), reason: 'newer epoch: config not learned in time' });
+    rep.early = [];
+    rep.earlyBytes = 0;
+  }
   if (rep.now >= rep.nextAeTick) {
     startRepair(rep, out);
     rep.nextAeTick = rep.now + rep.aeIntervalTicks;
@@ -712,9 +731,13 @@ function observeWall(rep: Replication, wallMs: number | undefined): void {
 
 export function step(rep: Replication, msg: RepMessage): RepReady {
   const out = newReady();
-  const drop = (reason: string): RepReady => {
+  deliver(rep, out, msg);
+  return finish(rep, out);
+}
+
+function deliver(rep: Replication, out: RepReady, msg: RepMessage): void {
+  const drop = (reason: string): void => {
     out.dropped.push({ from: msg.from, type: String(msg.type), reason });
-    return out;
   };
   if (msg.clusterName !== rep.clusterName) return drop('wrong cluster name');
   if (msg.from === rep.id) return drop('claims to come from this node');
@@ -722,8 +745,10 @@ export function step(rep: Replication, msg: RepMessage): RepReady {
   if (cfg === null) return drop('no config yet');
   if (!Number.isSafeInteger(msg.epoch)) return drop('bad epoch');
   // Rule 1: only equal epochs. Behind: refuse (the sender learns newer configs through
-  // membership). Ahead: we will learn it through membership; the sender retransmits.
-  if (msg.epoch !== cfg.epoch) return drop(msg.epoch < cfg.epoch ? 'older epoch (fenced)' : 'newer epoch: config not learned yet');
+  // membership). Ahead: we will learn it through membership; until then the message is
+  // held (bounded), so that a config change does not cost a retransmission period.
+  if (msg.epoch < cfg.epoch) return drop('older epoch (fenced)');
+  if (msg.epoch > cfg.epoch) return holdEarly(rep, msg) ? undefined : drop('newer epoch: config not learned yet');
   if (msg.type === 'rep-heartbeat') onHeartbeat(rep, out, msg);
   else if (msg.type === 'rep-lease') onLease(rep, msg);
   else {
@@ -731,7 +756,31 @@ export function step(rep: Replication, msg: RepMessage): RepReady {
     if (ps === undefined || !Number.isInteger(msg.partition)) return drop('bad partition');
     handlePartitionMsg(rep, out, ps, msg);
   }
-  return finish(rep, out);
+}
+
+/** Holds a message from a newer epoch if it is small and there is room. Holding is only a delay. */
+function holdEarly(rep: Replication, msg: RepMessage): boolean {
+  if (msg.type === 'rep-copy-chunk' || msg.type === 'rep-ae-push' || msg.type === 'rep-ae-back') return false;
+  let bytes = 0;
+  if (msg.type === 'rep-append' && Array.isArray(msg.entries)) for (const e of msg.entries) bytes += recordBytes(e.record);
+  if (rep.early.length >= replicationLimits.earlyMessagesMax || rep.earlyBytes + bytes > replicationLimits.earlyBytesMax) return false;
+  rep.early.push({ msg, bytes, tick: rep.now });
+  rep.earlyBytes += bytes;
+  return true;
+}
+
+/** After adopting an epoch: deliver the held messages of it, in order; drop older ones, keep newer ones. */
+function deliverEarly(rep: Replication, out: RepReady): void {
+  if (rep.early.length === 0) return;
+  const held = rep.early;
+  rep.early = [];
+  rep.earlyBytes = 0;
+  for (const h of held) {
+    if (h.msg.epoch > rep.cfg!.epoch) {
+      rep.early.push(h);
+      rep.earlyBytes += h.bytes;
+    } else deliver(rep, out, h.msg);
+  }
 }
 
 /**
@@ -862,6 +911,13 @@ function continueTerm(rep: Replication, out: RepReady, ps: PartitionState): void
     sendSync(rep, out, ps, f);
   }
   pr.confirmed = pr.confirmed.filter((l) => want.has(l) && isLearner(rep, ps.id, l));
+  // Entries in flight went out at the old epoch, and a follower that adopted this one first
+  // refused them: send them again now, not a retransmission period later.
+  for (const f of pr.followers.values()) {
+    if (!f.streaming || f.sentUpTo <= f.acked) continue;
+    f.sentUpTo = f.acked;
+    sendAppends(rep, out, ps, f);
+  }
   const pos = ps.meta.pos!;
   writeMeta(out, ps, {
     ...ps.meta,
