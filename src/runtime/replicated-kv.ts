@@ -15,7 +15,7 @@
 // 412; unavailable -> 503 + Retry-After (no effect); timeout -> 504 (outcome unknown).
 
 import type { Logger } from 'pino';
-import type { ClientOp, ClientResult } from '../core/replication.js';
+import type { ClientOp, ClientResult, UnavailableReason } from '../core/replication.js';
 import type { NodeId } from '../core/types.js';
 import { ApiError } from '../http/errors.js';
 import type { PeerTransport } from '../net/peer-transport.js';
@@ -50,12 +50,22 @@ function toOp(key: string, kind: 'get' | 'put' | 'delete', a: Consistency | Uint
   return { type: 'delete', key, ...(cond.ifMatch !== undefined ? { ifMatch: cond.ifMatch } : {}) };
 }
 
+/**
+ * Retry-After (s) of a 503 for a partition that cannot serve. A takeover (a primary handing
+ * over at a rebalance switch, or a new one syncing) or a lease being renewed usually ends
+ * in milliseconds: 0 lets a client retry on its own short backoff instead of waiting a
+ * whole second.
+ */
+export function retryAfterSeconds(reason: UnavailableReason): number {
+  return reason === 'takeover' || reason === 'no-lease' ? 0 : 1;
+}
+
 /** Errors common to every operation. Returns only for ok / not_found / precondition_failed / not_primary. */
 function failIfError(key: string, r: ClientResult): void {
   switch (r.status) {
     case 'unavailable':
       if (r.reason === 'invalid') throw new ApiError('invalid_key', `key ${JSON.stringify(key)} is not valid for replication`);
-      throw new ApiError('unavailable', `the partition of ${JSON.stringify(key)} cannot serve now (${r.reason}); retry`, 1);
+      throw new ApiError('unavailable', `the partition of ${JSON.stringify(key)} cannot serve now (${r.reason}); retry`, retryAfterSeconds(r.reason));
     case 'timeout':
       throw new ApiError('timeout', 'the write was not acknowledged in time; it may still take effect');
     default:

@@ -4,6 +4,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { backoffMs, decide, DEFAULT_RETRY_POLICY, parseRetryAfter, retryable, type AttemptOutcome, type RetryPolicy } from '../../src/client/retry.js';
+import { retryAfterSeconds } from '../../src/runtime/replicated-kv.js';
 
 const answer = (status: number, code: string | null = null, retryAfterMs: number | null = null): AttemptOutcome => ({ kind: 'answer', status, code, retryAfterMs });
 const noAnswer = (sent: boolean): AttemptOutcome => ({ kind: 'no_answer', sent });
@@ -61,6 +62,16 @@ describe('decide', () => {
   it('waits at least what Retry-After asks', () => {
     expect(decide('write', answer(503, 'unavailable', 1000), 1, 10_000, policy, zero)).toEqual({ action: 'retry', delayMs: 1000 });
     expect(decide('read', answer(503, 'unavailable', 10), 3, 10_000, policy, max)).toEqual({ action: 'retry', delayMs: 399 });
+  });
+
+  it("a node's 503 for a takeover or a lease renewal asks for no wait beyond the client's own backoff; other reasons ask for 1 s", () => {
+    const retryAfter = (reason: Parameters<typeof retryAfterSeconds>[0]): number | null => parseRetryAfter(String(retryAfterSeconds(reason)), 0);
+    for (const reason of ['takeover', 'no-lease'] as const) {
+      expect(decide('write', answer(503, 'unavailable', retryAfter(reason)), 1, 10_000, DEFAULT_RETRY_POLICY, max)).toEqual({ action: 'retry', delayMs: 49 });
+    }
+    for (const reason of ['no-primary', 'too-few-in-sync', 'busy'] as const) {
+      expect(decide('write', answer(503, 'unavailable', retryAfter(reason)), 1, 10_000, DEFAULT_RETRY_POLICY, zero)).toEqual({ action: 'retry', delayMs: 1000 });
+    }
   });
 
   it('gives up after maxAttempts, or when the wait would end after the deadline', () => {
