@@ -247,7 +247,12 @@ try {
   const rates = [];
   const n4Lag = [];
   const heapPeak = {};
+  const sourceLag = [];
   const rateSampler = setInterval(async () => {
+    // The other nodes' event-loop delay (max over the last second), too.
+    const sec = Math.floor((performance.now() - tAdd) / 1000);
+    const lags = await Promise.all([1, 2, 3].map((i) => fetch(`${client(i)}/metrics`).then((r) => r.text(), () => '').then((t) => /^ringkv_nodejs_eventloop_lag_max_seconds(?:\{[^}]*\})? (\S+)$/m.exec(t)?.[1])));
+    sourceLag.push([sec, lags.map((l) => (l === undefined ? null : Math.round(Number(l) * 1000)))]);
     const text = await fetch(`${client(4)}/metrics`).then((r) => r.text(), () => '');
     const m = /^ringkv_copy_rate_bytes_per_second(?:\{[^}]*\})? (\S+)$/m.exec(text);
     if (m) rates.push(Number(m[1]) / 1024 ** 2);
@@ -321,9 +326,22 @@ try {
     perSecond.set(sec, e);
   }
   log(`requests slower than ${slowMs.toFixed(0)} ms during the move, by second since the add (s: gets/puts): ${[...perSecond].sort((a, b) => a[0] - b[0]).map(([sec, e]) => `${sec}: ${e.get}/${e.put}`).join(', ') || 'none'}`);
+  log(`n1/n2/n3 event-loop delay max per second (s: ms/ms/ms): ${sourceLag.map(([t, l]) => `${t}: ${l.join('/')}`).join(', ')}`);
   log(`n4 event-loop delay max per second and major GC ms so far (s: ms/ms): ${n4Lag.map(([t, l, g]) => `${t}: ${l}/${g}`).join(', ')}`);
   log(`config epochs (s since the add, epoch): ${epochs.map(([t, e]) => `${t}: ${e}`).join(', ')}`);
   log(`RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.idle} -> ${x.peak} (+${x.aboveIdle})`).join(', ')}`);
+  // Client API answers other than 2xx/404 on every node since it started (each retry is one).
+  const refused = {};
+  for (let i = 1; i <= 4; i++) {
+    const text = await fetch(`${client(i)}/metrics`).then((r) => r.text(), () => '');
+    for (const m of text.matchAll(/^ringkv_http_requests_total\{([^}]*)\} (\S+)$/gm)) {
+      const status = /code="(\d+)"/.exec(m[1])?.[1];
+      const method = /method="(\w+)"/.exec(m[1])?.[1];
+      if (status === undefined || status.startsWith('2') || status === '404' || Number(m[2]) === 0) continue;
+      refused[`n${i} ${method} ${status}`] = (refused[`n${i} ${method} ${status}`] ?? 0) + Number(m[2]);
+    }
+  }
+  log(`client API answers other than 2xx/404 since start: ${JSON.stringify(refused)}`);
   log(`CPU seconds (user + system): steady state (${STEADY_MS / 1000} s) ${JSON.stringify(cpuSteady)}; during the move ${JSON.stringify(cpuMove)}`);
   log(`n4 at the switch: LMDB file ${n4Map.fileMiB} MiB, ${n4Map.rssMiB} MiB of its map resident; B-tree of the data: ${JSON.stringify(lmdbStats(n4dir))}`);
   log(`anonymous RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.anonIdle} -> ${x.anonPeak} (+${x.anonAboveIdle})`).join(', ')}`);
