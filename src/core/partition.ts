@@ -10,6 +10,7 @@
 
 import { compare, clockToString, EMPTY_CLOCK, type VectorClock } from './vector-clock.js';
 import { assert, type Epoch, type NodeId, type PartitionId, type Seq } from './types.js';
+import type { ClientOp } from './replication.js';
 
 /** One stored version of a key. value null = tombstone (keeps its clock). */
 export interface KvRecord {
@@ -260,6 +261,11 @@ export interface PrimaryState {
   /** Anti-entropy: the range being compared with one follower, and the followers still to compare. */
   ae: AeRound | null;
   aeQueue: NodeId[];
+  /**
+   * Client ops that arrived during the takeover, in arrival order: submitted again once it
+   * serves, or refused (unavailable, nothing applied) at untilTick.
+   */
+  parked: { readonly requestId: string; readonly op: ClientOp; readonly untilTick: number }[];
 }
 
 /** One anti-entropy exchange with one follower over the key range (after, upTo]. */

@@ -97,6 +97,11 @@ export const replicationLimits = {
    * learns it, up to this many and this many value bytes; bulk messages (copy chunks,
    * anti-entropy records) are never held. Held longer than suspectTicks, they are dropped.
    */
+  /**
+   * A client op that reaches a primary still taking over waits up to this many ticks for it
+   * to serve (a rebalance switch takes a few round trips) before it is refused.
+   */
+  parkTicks: 10,
   earlyMessagesMax: 1024,
   earlyBytesMax: 8 * 1024 * 1024,
   /** Epochs remembered in a partition's history. Older positions get a full copy. */
@@ -877,6 +882,8 @@ function endRoles(rep: Replication, out: RepReady, ps: PartitionState): void {
   if (pr !== null) {
     for (const w of pr.writes) out.replies.push({ requestId: w.requestId, result: { status: 'timeout' } });
     for (const r of pr.reads) out.replies.push({ requestId: r.requestId, result: { status: 'timeout' } });
+    // Parked ops were never applied: a plain refusal.
+    for (const p of pr.parked) out.replies.push({ requestId: p.requestId, result: { status: 'unavailable', reason: 'takeover' } });
   }
   ps.primary = null;
   ps.follower = null;
@@ -961,6 +968,7 @@ function startTakeover(rep: Replication, out: RepReady, ps: PartitionState): voi
     confirmed: confirmed.filter((l) => isLearner(rep, ps.id, l)),
     ae: null,
     aeQueue: [],
+    parked: [],
   };
   for (const f of followers.values()) sendSync(rep, out, ps, f);
   advanceTakeover(rep, out, ps);
@@ -1035,6 +1043,7 @@ function advanceTakeover(rep: Replication, out: RepReady, ps: PartitionState): v
     pr.phase = 'serving';
     const cfg = rep.cfg!;
     out.events.push({ type: 'serving', partition: ps.id, epoch: cfg.epoch, atTick: pr.serveAfterTick });
+    releaseParked(rep, out, ps);
   }
 }
 
@@ -1244,6 +1253,7 @@ function sendAppends(rep: Replication, out: RepReady, ps: PartitionState, f: Fol
 
 function onPrimaryTick(rep: Replication, out: RepReady, ps: PartitionState, pr: PrimaryState): void {
   const t = rep.timing;
+  releaseParked(rep, out, ps);
   for (const f of pr.followers.values()) {
     if (!f.syncOk) {
       if (rep.now - f.lastSyncSentTick >= t.retransmitTicks) sendSync(rep, out, ps, f);
@@ -2072,12 +2082,23 @@ function onClientOp(rep: Replication, out: RepReady, requestId: string, op: Clie
   const pr = ps.primary;
   if (pr === null) return reply({ status: 'not_primary', primary: primaryIdOf(rep, ps.id) });
   const gate = servingGate(rep, ps);
+  if (gate === 'takeover' && pr.parked.length < replicationLimits.pendingWritesMax) {
+    // Usually a few round trips (a rebalance switch, a handover): wait for it rather than
+    // refuse. (Only a takeover: parking ops that wait for a lease too broke linearizability
+    // in the simulator; docs/replication.md.)
+    pr.parked.push({ requestId, op, untilTick: rep.now + replicationLimits.parkTicks });
+    return;
+  }
   if (gate !== null) return reply({ status: 'unavailable', reason: gate });
   if (op.type === 'get') return reply(readResult(committedRecord(rep, ps, op.key)));
   // Preconditions are checked against the newest write, in flight or not, so two
   // compare-and-sets on one version cannot both pass. A failure decided against an
   // uncommitted write waits for it to commit (else it could be a lie if that write is lost).
-  const newest = rep.store.get(ps.id, op.key);
+  // The newest version: the last write in flight for the key, else the store's. (The store
+  // shows a write only once its Ready is carried out, and parked ops released together
+  // share one Ready: reading the store alone would give two of them the same version.)
+  const pending = pr.inflight.get(op.key);
+  const newest = pending !== undefined ? inflightRecord(pr, op.key, pending.seqs[pending.seqs.length - 1]!) : rep.store.get(ps.id, op.key);
   const exists = newest !== undefined && newest.value !== null;
   const version = exists ? versionOf(newest.clock) : null;
   const ifMatch = op.ifMatch;
@@ -2115,6 +2136,31 @@ function onClientOp(rep: Replication, out: RepReady, requestId: string, op: Clie
   pr.writes.push({ requestId, seq, version: versionOf(clock), created: !exists, deadlineTick: rep.now + rep.timing.writeTimeoutTicks });
   for (const f of pr.followers.values()) sendAppends(rep, out, ps, f);
   advanceCommit(rep, out, ps);
+}
+
+/**
+ * Client ops parked during the takeover: submitted again once it is over (they may then be
+ * served, or refused for another reason); until then, those whose wait is over are refused
+ * (nothing was applied).
+ */
+function releaseParked(rep: Replication, out: RepReady, ps: PartitionState): void {
+  const pr = ps.primary;
+  if (pr === null || pr.parked.length === 0) return;
+  if (servingGate(rep, ps) === 'takeover') {
+    while (pr.parked.length > 0 && rep.now >= pr.parked[0]!.untilTick) {
+      out.replies.push({ requestId: pr.parked.shift()!.requestId, result: { status: 'unavailable', reason: 'takeover' } });
+    }
+    return;
+  }
+  const parked = pr.parked.splice(0);
+  for (const p of parked) onClientOp(rep, out, p.requestId, p.op);
+}
+
+/** The record of an uncommitted entry (the tail keeps every entry after the commit point). */
+function inflightRecord(pr: PrimaryState, key: string, seq: Seq): KvRecord {
+  const e = pr.tail[seq - (pr.tail[0]?.seq ?? 0)];
+  assert(e !== undefined && e.seq === seq && e.key === key, 'an entry in flight is in the tail');
+  return e.record;
 }
 
 /** What a strong reader sees: the newest committed version (apply-after-commit). */

@@ -121,7 +121,10 @@ describe('a copy that loses its source', () => {
     h.ticks(40);
     expect(metaOf(a, part)!.pos).toBeNull(); // no unclean election: still waiting
     expect(canServe(a, part)).toBe(false);
-    expect(h.result(h.submit(replica, get(k2)))).toBe('unavailable takeover');
+    const waiting = h.submit(replica, get(k2));
+    expect(h.result(waiting)).toBe('pending'); // parked for parkTicks, then refused
+    h.ticks(10);
+    expect(h.result(waiting)).toBe('unavailable takeover');
     // P comes back as a joining member: its log contains the target, so A copies it.
     h.boot(primary);
     h.change({ kind: 'mark-joining', id: primary });

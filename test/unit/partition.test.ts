@@ -49,8 +49,16 @@ describe('replication: script', () => {
     const h = new Harness();
     const p = h.primaryOf('k');
     const other = ids.find((x) => x !== p)!;
-    expect(text(h.client(p, { type: 'get', key: 'k', consistency: 'strong' }))).toBe('unavailable takeover');
-    h.ticks(20); // leaseTicks + 1 after the takeover sync, and leases granted
+    // A request during the takeover waits (parkTicks = 10), then is refused: nothing applied.
+    const early = h.submit(p, { type: 'get', key: 'k', consistency: 'strong' });
+    expect(h.reply(early)).toBe('pending');
+    h.ticks(10);
+    expect(text(h.reply(early))).toBe('unavailable takeover');
+    // One that arrives closer to the end of the takeover is served when it ends.
+    const parked = h.submit(p, { type: 'get', key: 'k', consistency: 'strong' });
+    expect(h.reply(parked)).toBe('pending');
+    h.ticks(10); // leaseTicks + 1 after the takeover sync, and leases granted
+    expect(text(h.reply(parked))).toBe('not_found');
     expect(canServe(h.reps.get(p)!, partitionOf('k', 4))).toBe(true);
     const transcript = [
       text(h.client(other, { type: 'put', key: 'k', value: bytes('v1') })),
@@ -121,6 +129,23 @@ describe('replication: script', () => {
     expect(newPrimary).not.toBe(p);
     expect(canServe(h.reps.get(newPrimary)!, part)).toBe(true); // two copies: the new primary serves, alone
     expect(h.data.get(newPrimary)!.get(`${part}/k`)).toBeUndefined(); // the fenced write never reached it
+  });
+
+  it('writes parked during a takeover are served in arrival order when it ends, each with its own version', () => {
+    const h = new Harness();
+    const p = h.primaryOf('k');
+    h.ticks(8); // the takeover's lease wait is not over yet
+    const first = h.submit(p, { type: 'put', key: 'k', value: bytes('a') });
+    const second = h.submit(p, { type: 'put', key: 'k', value: bytes('b') });
+    expect([h.reply(first), h.reply(second)]).toEqual(['pending', 'pending']);
+    h.ticks(10);
+    const a = h.reply(first);
+    const b = h.reply(second);
+    expect(a).toMatchObject({ status: 'ok', created: true });
+    expect(b).toMatchObject({ status: 'ok', created: false });
+    if (a === 'pending' || b === 'pending' || a.status !== 'ok' || b.status !== 'ok') throw new Error('unreachable');
+    expect(b.version).not.toBe(a.version); // released in one Ready, yet two versions
+    expect(text(h.client(p, { type: 'get', key: 'k', consistency: 'strong' }))).toBe('ok b');
   });
 
   it('catch-up: a returning node gets a delta, is confirmed, reports caught up, and counts for commits', () => {
