@@ -1626,7 +1626,8 @@ function ackPrimary(rep: Replication, out: RepReady, ps: PartitionState, caughtU
     acked: toSeq((fs.liveNext ?? 1) - 1),
     caughtUp,
     resync: false,
-    copying: ps.role === 'learner' && learnerCopying(rep),
+    // Only an unconfirmed learner's flag matters (and only it pays for the scan).
+    copying: ps.role === 'learner' && ps.confirmedEpoch !== rep.cfg!.epoch && learnerCopying(rep),
   });
 }
 
