@@ -49,7 +49,8 @@
 //                    in it. This catches a switch before the future owners caught up even
 //                    when the other owners still hold minInSync copies
 //   dropped          a running node that neither owns nor learns a partition in its config
-//                    holds no record of it (rule 6: old copies are dropped, by the core)
+//                    holds no record of it once its paced drops had time to run (rule 6:
+//                    old copies are dropped, by the core, a few partitions per tick)
 //   ring/config      every node runs only decided configs, identical for an epoch on every
 //                    node, and computes the same ring checksum for it; the membership layer
 //                    reports no ring mismatch or config conflict in heartbeats
@@ -91,6 +92,7 @@ import {
   createKvNode,
   isRepMessage,
   proposeKv,
+  replicationLimits,
   stepKv,
   submitKv,
   tickKv,
@@ -1131,8 +1133,11 @@ class RepSim {
 
   /** dropped: a node keeps records only of partitions it owns or learns in its own config (rule 6). */
   private checkDropped(s: SimNode): void {
-    const { cfg, ring, partitions } = s.node!.rep;
+    const { cfg, ring, partitions, now, adoptedTick } = s.node!.rep;
     if (cfg === null || ring === null) return;
+    // Drops are paced (replicationLimits.dropsPerTickPer128): all are done within this many ticks of adopting the config.
+    const perTick = Math.max(1, Math.round((partitions.length * replicationLimits.dropsPerTickPer128) / 128));
+    if (now - adoptedTick <= Math.ceil(partitions.length / perTick)) return;
     for (const ps of partitions) {
       // A future owner keeps what it copied while it is down (it is still in learners).
       if (ps.role === 'learner' || ring.preference(ps.id).includes(s.id) || ring.learners(ps.id).includes(s.id)) continue;
