@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { createLogger, type LogFormat } from '../runtime/logger.js';
 import { startNode } from '../runtime/node.js';
@@ -32,6 +33,11 @@ export async function serve(args: string[]): Promise<number> {
   // Pretty when asked for (flag or config), or when a terminal is attached; else JSON.
   const format: LogFormat | undefined = fmt ?? (loaded.config.log.format === 'pretty' ? 'pretty' : undefined);
   const logger = createLogger(values['log-level'] ?? loaded.config.log.level, format, { node: loaded.config.node.id });
+
+  // V8 reads this flag at each GC, so setting it now takes effect. Its adaptive default
+  // let a node receiving a 64 MiB rebalance hold 2-4 times its live heap (docs/benchmarks.md).
+  const growing = loaded.config.limits.heapGrowingPercent;
+  if (growing > 0) setFlagsFromString(`--heap-growing-percent=${growing}`);
 
   let node;
   try {

@@ -323,6 +323,12 @@ describe('a bad config is refused, naming the field', () => {
     expect(() => loadConfig(file, {})).toThrow(/timing\.heartbeatMs/);
   });
 
+  it('(b2) out of range: limits.heapGrowingPercent', () => {
+    expect(loadConfig(base(), {}).config.limits.heapGrowingPercent).toBe(30);
+    const file = base({ limits: 'limits:\n  heapGrowingPercent: -5\n' });
+    expect(() => loadConfig(file, {})).toThrow(/limits\.heapGrowingPercent/);
+  });
+
   it('(c) cross-field: leaseMs must be below suspectAfterMs', () => {
     const file = base({ timing: 'timing:\n  heartbeatMs: 200\n  suspectAfterMs: 1000\n  leaseMs: 2000\n' });
     expect(() => loadConfig(file, {})).toThrow(/timing\.leaseMs: must be less than timing\.suspectAfterMs/);
