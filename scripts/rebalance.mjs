@@ -131,6 +131,8 @@ const cleanup = () => {
   }
   n4?.kill('SIGKILL');
   local.kill('SIGKILL');
+  // REBALANCE_LOCAL_OUT=FILE: n1..n3's logs (as `ringkv local` printed them).
+  if (process.env.REBALANCE_LOCAL_OUT) writeFileSync(process.env.REBALANCE_LOCAL_OUT, localOut);
   rmSync(dir, { recursive: true, force: true });
 };
 process.on('exit', cleanup);
@@ -148,7 +150,14 @@ try {
       await sleep(100);
     }
   }
-  const kv = new RingkvClient({ endpoints: [client(1), client(2), client(3)] });
+  // Every attempt that was not a plain success (retries, redirects, errors), to explain slow requests.
+  const attempts = [];
+  const kv = new RingkvClient({
+    endpoints: [client(1), client(2), client(3)],
+    onAttempt: (e) => {
+      if (e.attempt > 1 || e.status === null || e.status >= 300) attempts.push({ t: performance.now(), key: e.key, op: e.op, attempt: e.attempt, target: e.target, status: e.status, servedBy: e.servedBy, error: e.error, decision: e.decision });
+    },
+  });
   const value = 'x'.repeat(VALUE_BYTES);
   const t0 = performance.now();
   let next = 0;
@@ -193,7 +202,7 @@ try {
           if (op === 'get') await kv.get(key);
           else await kv.put(key, value);
           lat.push(performance.now() - s);
-          timeline.push([s, op, performance.now() - s]);
+          timeline.push([s, op, performance.now() - s, key]);
         } catch (e) {
           errors++;
           const kind = e?.code ?? e?.status ?? e?.message ?? 'error';
@@ -326,6 +335,15 @@ try {
     perSecond.set(sec, e);
   }
   log(`requests slower than ${slowMs.toFixed(0)} ms during the move, by second since the add (s: gets/puts): ${[...perSecond].sort((a, b) => a[0] - b[0]).map(([sec, e]) => `${sec}: ${e.get}/${e.put}`).join(', ') || 'none'}`);
+  // REBALANCE_SLOWEST=N: the N slowest requests of the move, with their attempts that were not plain successes.
+  const slowest = Number(process.env.REBALANCE_SLOWEST ?? 0);
+  if (slowest > 0) {
+    const worst = [...during.timeline].sort((a, b) => b[2] - a[2]).slice(0, slowest);
+    for (const [t, op, ms, key] of worst) {
+      const tries = attempts.filter((a) => a.key === key && a.t >= t && a.t <= t + ms + 1);
+      log(`  +${(t - tAdd).toFixed(0)} ms ${op} ${key} ${ms.toFixed(0)} ms; attempts: ${tries.map((a) => `#${a.attempt} ${a.target ?? '?'} ${a.status ?? a.error} by ${a.servedBy ?? '-'} at +${(a.t - tAdd).toFixed(0)} -> ${a.decision}`).join('; ') || 'one, ok'}`);
+    }
+  }
   log(`n1/n2/n3 event-loop delay max per second (s: ms/ms/ms): ${sourceLag.map(([t, l]) => `${t}: ${l.join('/')}`).join(', ')}`);
   log(`n4 event-loop delay max per second and major GC ms so far (s: ms/ms): ${n4Lag.map(([t, l, g]) => `${t}: ${l}/${g}`).join(', ')}`);
   log(`config epochs (s since the add, epoch): ${epochs.map(([t, e]) => `${t}: ${e}`).join(', ')}`);

@@ -672,6 +672,11 @@ export function setConfig(rep: Replication, cfg: ClusterConfig): RepReady {
       writeMeta(out, ps, emptyMeta());
       out.events.push({ type: 'dropped', partition: ps.id, epoch: cfg.epoch });
     }
+    // A handover (rule 3): this node served p in the epoch it leaves and stops now, so the
+    // next primary, whose sync it answers from the new epoch, has no lease of it to wait
+    // out. Only once its own lease wait was over: before that, older grants may still run.
+    const served = ps.role === 'primary' && ps.primary !== null && ps.primary.phase === 'serving' && rep.now >= ps.primary.serveAfterTick;
+    ps.servedIn = served && role !== 'primary' && prevEpoch !== null ? prevEpoch : null;
     if (ps.role === 'primary' && role === 'primary' && ps.primary?.phase === 'serving') {
       continueTerm(rep, out, ps);
       continue;
