@@ -15,6 +15,10 @@
 //    every node (sampled from /proc every 100 ms; idle = just before the add), and the
 //    copy rate n4's pacer chose (ringkv_copy_rate_bytes_per_second, sampled each second).
 // Prints a summary; --json prints one JSON object at the end.
+// Environment: REBALANCE_SLOWEST=N lists the N slowest requests of the move with every
+// attempt that was not a plain success; REBALANCE_N4_NODE_ARGS adds node flags for n4;
+// REBALANCE_N4_OUT=FILE keeps n4's output, REBALANCE_LOCAL_OUT=FILE n1..n3's (set
+// RINGKV_LOG_LEVEL=debug for the replication events).
 
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
