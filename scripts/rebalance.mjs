@@ -15,7 +15,8 @@
 //    every node (sampled from /proc every 100 ms; idle = just before the add), and the
 //    copy rate n4's pacer chose (ringkv_copy_rate_bytes_per_second, sampled each second).
 // Prints a summary; --json prints one JSON object at the end.
-// Environment: REBALANCE_SLOWEST=N lists the N slowest requests of the move with every
+// Environment: REBALANCE_ATTEMPTS=1 counts the client's attempts that were not plain
+// successes, by phase and kind; REBALANCE_SLOWEST=N lists the N slowest requests of the move with every
 // attempt that was not a plain success; REBALANCE_N4_NODE_ARGS adds node flags for n4;
 // REBALANCE_N4_OUT=FILE keeps n4's output, REBALANCE_LOCAL_OUT=FILE n1..n3's (set
 // RINGKV_LOG_LEVEL=debug for the replication events).
@@ -339,6 +340,15 @@ try {
     perSecond.set(sec, e);
   }
   log(`requests slower than ${slowMs.toFixed(0)} ms during the move, by second since the add (s: gets/puts): ${[...perSecond].sort((a, b) => a[0] - b[0]).map(([sec, e]) => `${sec}: ${e.get}/${e.put}`).join(', ') || 'none'}`);
+  if (process.env.REBALANCE_ATTEMPTS) {
+    // Every attempt that was not a plain success, by phase (before the add, during the move) and kind.
+    const kinds = new Map();
+    for (const a of attempts) {
+      const k = `${a.t < tAdd ? 'before add' : 'move'} ${a.op} #${a.attempt > 1 ? '2+' : '1'} ${a.target ?? '?'} ${a.status ?? a.error}`;
+      kinds.set(k, (kinds.get(k) ?? 0) + 1);
+    }
+    log(`attempts that were not plain successes: ${JSON.stringify(Object.fromEntries(kinds))}`);
+  }
   // REBALANCE_SLOWEST=N: the N slowest requests of the move, with their attempts that were not plain successes.
   const slowest = Number(process.env.REBALANCE_SLOWEST ?? 0);
   if (slowest > 0) {
@@ -359,8 +369,10 @@ try {
     for (const m of text.matchAll(/^ringkv_http_requests_total\{([^}]*)\} (\S+)$/gm)) {
       const status = /code="(\d+)"/.exec(m[1])?.[1];
       const method = /method="(\w+)"/.exec(m[1])?.[1];
+      const route = /route="([^"]*)"/.exec(m[1])?.[1];
       if (status === undefined || status.startsWith('2') || status === '404' || Number(m[2]) === 0) continue;
-      refused[`n${i} ${method} ${status}`] = (refused[`n${i} ${method} ${status}`] ?? 0) + Number(m[2]);
+      const k = `n${i} ${method} ${route} ${status}`;
+      refused[k] = (refused[k] ?? 0) + Number(m[2]);
     }
   }
   log(`client API answers other than 2xx/404 since start: ${JSON.stringify(refused)}`);
