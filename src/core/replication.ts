@@ -736,6 +736,11 @@ export function tick(rep: Replication, wallMs?: number): RepReady {
   return finish(rep, out);
 }
 
+/** A copy this node holds but neither owns nor learns in its config: it waits for its drop. */
+function isReleased(rep: Replication, ps: PartitionState): boolean {
+  return ps.role === 'none' && holdsData(ps) && !preference(rep, ps.id).includes(rep.id) && !learnersOf(rep, ps.id).includes(rep.id);
+}
+
 /**
  * Rule 6, the last step: once ownership has switched away from this node (or it was
  * removed), drop its old copies, a few partitions per tick (replicationLimits.
@@ -744,11 +749,6 @@ export function tick(rep: Replication, wallMs?: number): RepReady {
  * meta, like the copy of a node that was down: nothing reads it (role none), and if the
  * partition comes back to this node first, the catch-up starts from that position.
  */
-/** A copy this node holds but neither owns nor learns in its config: it waits for its drop. */
-function isReleased(rep: Replication, ps: PartitionState): boolean {
-  return ps.role === 'none' && holdsData(ps) && !preference(rep, ps.id).includes(rep.id) && !learnersOf(rep, ps.id).includes(rep.id);
-}
-
 function dropReleased(rep: Replication, out: RepReady): void {
   let budget = Math.max(1, Math.round((rep.partitions.length * replicationLimits.dropsPerTickPer128) / 128));
   for (const ps of rep.partitions) {
