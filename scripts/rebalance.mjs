@@ -265,8 +265,11 @@ try {
   const rateSampler = setInterval(async () => {
     // The other nodes' event-loop delay (max over the last second), too.
     const sec = Math.floor((performance.now() - tAdd) / 1000);
-    const lags = await Promise.all([1, 2, 3].map((i) => fetch(`${client(i)}/metrics`).then((r) => r.text(), () => '').then((t) => /^ringkv_nodejs_eventloop_lag_max_seconds(?:\{[^}]*\})? (\S+)$/m.exec(t)?.[1])));
-    sourceLag.push([sec, lags.map((l) => (l === undefined ? null : Math.round(Number(l) * 1000)))]);
+    const texts = await Promise.all([1, 2, 3].map((i) => fetch(`${client(i)}/metrics`).then((r) => r.text(), () => '')));
+    const lags = texts.map((t) => /^ringkv_nodejs_eventloop_lag_max_seconds(?:\{[^}]*\})? (\S+)$/m.exec(t)?.[1]);
+    // Major GC time so far (ms) per node, to tell a stall from a collection.
+    const gcs = texts.map((t) => /^ringkv_nodejs_gc_duration_seconds_sum\{[^}]*kind="major"[^}]*\} (\S+)$/m.exec(t)?.[1]);
+    sourceLag.push([sec, lags.map((l) => (l === undefined ? null : Math.round(Number(l) * 1000))), gcs.map((g) => (g === undefined ? null : Math.round(Number(g) * 1000)))]);
     const text = await fetch(`${client(4)}/metrics`).then((r) => r.text(), () => '');
     const m = /^ringkv_copy_rate_bytes_per_second(?:\{[^}]*\})? (\S+)$/m.exec(text);
     if (m) rates.push(Number(m[1]) / 1024 ** 2);
@@ -359,6 +362,7 @@ try {
     }
   }
   log(`n1/n2/n3 event-loop delay max per second (s: ms/ms/ms): ${sourceLag.map(([t, l]) => `${t}: ${l.join('/')}`).join(', ')}`);
+  log(`n1/n2/n3 major GC ms in each second (s: ms/ms/ms): ${sourceLag.map(([t, , g], i) => `${t}: ${g.map((x, j) => (x === null || i === 0 || sourceLag[i - 1][2][j] === null ? '?' : x - sourceLag[i - 1][2][j])).join('/')}`).join(', ')}`);
   log(`n4 event-loop delay max per second and major GC ms so far (s: ms/ms): ${n4Lag.map(([t, l, g]) => `${t}: ${l}/${g}`).join(', ')}`);
   log(`config epochs (s since the add, epoch): ${epochs.map(([t, e]) => `${t}: ${e}`).join(', ')}`);
   log(`RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.idle} -> ${x.peak} (+${x.aboveIdle})`).join(', ')}`);
