@@ -19,7 +19,7 @@
 // successes, by phase and kind; REBALANCE_SLOWEST=N lists the N slowest requests of the move with every
 // attempt that was not a plain success; REBALANCE_N4_NODE_ARGS adds node flags for n4;
 // REBALANCE_N4_OUT=FILE keeps n4's output, REBALANCE_LOCAL_OUT=FILE n1..n3's (set
-// RINGKV_LOG_LEVEL=debug for the replication events).
+// RINGKV_LOG_LEVEL=debug for the replication events, or REBALANCE_N4_LOG_LEVEL for n4 alone).
 
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -240,7 +240,8 @@ try {
   const n4Args = (process.env.REBALANCE_N4_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const n4Out = process.env.REBALANCE_N4_OUT ? openSync(process.env.REBALANCE_N4_OUT, 'w') : null;
   n4 = spawn(process.execPath, [...n4Args, MAIN, 'serve', '--config', join(n4dir, 'ringkv.yaml')], {
-    env: { ...process.env, RINGKV_CLUSTER_SECRET: secret },
+    // REBALANCE_N4_LOG_LEVEL: n4's log level alone (with REBALANCE_N4_OUT), e.g. debug for its replication events.
+    env: { ...process.env, RINGKV_CLUSTER_SECRET: secret, ...(process.env.REBALANCE_N4_LOG_LEVEL ? { RINGKV_LOG_LEVEL: process.env.REBALANCE_N4_LOG_LEVEL } : {}) },
     // REBALANCE_N4_OUT=FILE: n4's stdout and stderr (its logs, and e.g. --trace-gc) go there.
     stdio: process.env.REBALANCE_N4_OUT ? ['ignore', n4Out, n4Out] : 'ignore',
   });
