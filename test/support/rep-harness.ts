@@ -20,11 +20,16 @@ import {
   type RepReady,
   type Replication,
 } from '../../src/core/replication.js';
+import { partitionOf } from '../../src/core/hash.js';
 import { nodeId, type NodeId } from '../../src/core/types.js';
 import { applyRecordOps, memoryStoreView } from './memory-records.js';
 
 export const harnessIds = ['n1', 'n2', 'n3'].map(nodeId);
 export const harnessParams = { replicationFactor: 3, minInSync: 2, partitions: 4, vnodesPerNode: 4 };
+/** One key in each partition of the harness: harnessKeys[p] is in partition p. */
+export const harnessKeys: readonly string[] = Array.from({ length: harnessParams.partitions }, (_, p) => {
+  for (let i = 0; ; i++) if (partitionOf(`k${i}`, harnessParams.partitions) === p) return `k${i}`;
+});
 
 export interface RepHarnessOptions {
   /** Options every node's core is created with (beyond id, cluster name, seed, invariants). */

@@ -7,18 +7,14 @@
 // per node, Readies carried out at once; one partition's copy chunks are held back.
 import { describe, expect, it } from 'vitest';
 import { isCaughtUp, type ClientOp } from '../../src/core/replication.js';
-import { partitionOf } from '../../src/core/hash.js';
 import { buildRing } from '../../src/core/ring.js';
 import { partitionId, type NodeId } from '../../src/core/types.js';
-import { harnessIds, harnessParams, RepHarness } from '../support/rep-harness.js';
+import { harnessIds, harnessKeys, harnessParams, RepHarness } from '../support/rep-harness.js';
 
 const P = harnessParams.partitions;
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 const put = (key: string, value: string): ClientOp => ({ type: 'put', key, value: bytes(value) });
-/** One key in each partition: keys[p] is in partition p. */
-const keys: string[] = Array.from({ length: P }, (_, p) => {
-  for (let i = 0; ; i++) if (partitionOf(`k${i}`, P) === p) return `k${i}`;
-});
+const keys = harnessKeys;
 
 class Harness extends RepHarness {
   primaryOf(p: number): NodeId {

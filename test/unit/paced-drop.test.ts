@@ -7,16 +7,13 @@
 // node, Readies carried out at once.
 import { describe, expect, it } from 'vitest';
 import { type ClientOp } from '../../src/core/replication.js';
-import { partitionOf } from '../../src/core/hash.js';
 import { buildRing } from '../../src/core/ring.js';
 import { partitionId } from '../../src/core/types.js';
-import { harnessIds, harnessParams, RepHarness } from '../support/rep-harness.js';
+import { harnessIds, harnessKeys, harnessParams, RepHarness } from '../support/rep-harness.js';
 
 const P = harnessParams.partitions;
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
-const keys: string[] = Array.from({ length: P }, (_, p) => {
-  for (let i = 0; ; i++) if (partitionOf(`k${i}`, P) === p) return `k${i}`;
-});
+const keys = harnessKeys;
 const put = (p: number, value: string): ClientOp => ({ type: 'put', key: keys[p]!, value: bytes(value) });
 
 describe('dropping released partitions', () => {
