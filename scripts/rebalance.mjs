@@ -7,7 +7,9 @@
 //    --keys keys of --value-bytes each (64 writers, through the ringkv/client library,
 //    which sends each write straight to its primary).
 // 2. Steady state: a client load of --rate ops/s (half strong gets, half puts over the
-//    loaded keys, 8 clients) for 20 s; its latencies are the baseline.
+//    loaded keys, 8 clients) for 20 s; its latencies are the baseline. The script
+//    observes the cluster in both phases alike (/metrics of each node every second,
+//    /v1/cluster every 100 ms), so the monitoring load is the same.
 // 3. Starts n4 with only `cluster.join`, adds it (POST /v1/cluster/members) and runs the
 //    same load until the move is over (n4 active, `move` null); reports the move's wall
 //    time, keys and bytes copied (from /v1/cluster `move`, last sample), throughput,
@@ -17,7 +19,8 @@
 // Prints a summary; --json prints one JSON object at the end.
 // Environment: REBALANCE_ATTEMPTS=1 counts the client's attempts that were not plain
 // successes, by phase and kind; REBALANCE_SLOWEST=N lists the N slowest requests of the move with every
-// attempt that was not a plain success; REBALANCE_N4_NODE_ARGS adds node flags for n4;
+// attempt that was not a plain success; REBALANCE_N4_NODE_ARGS adds node flags for n4,
+// REBALANCE_NODE_ARGS for n1..n3 (`ringkv local --node-args`);
 // REBALANCE_N4_OUT=FILE keeps n4's output, REBALANCE_LOCAL_OUT=FILE n1..n3's (set
 // RINGKV_LOG_LEVEL=debug for the replication events, or REBALANCE_N4_LOG_LEVEL for n4 alone).
 
@@ -122,7 +125,7 @@ const base = await freeBase(4);
 const dir = mkdtempSync(join(tmpdir(), 'ringkv-rebalance-'));
 const client = (i) => `http://127.0.0.1:${base + 10 * (i - 1)}`;
 const peer = (i) => `http://127.0.0.1:${base + 10 * (i - 1) + 1}`;
-const local = spawn(process.execPath, [MAIN, 'local', '--nodes', '3', '--base-port', String(base), '--data', dir, '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+const local = spawn(process.execPath, [MAIN, 'local', '--nodes', '3', '--base-port', String(base), '--data', dir, '--log-format', 'json', `--node-args=${process.env.REBALANCE_NODE_ARGS ?? ''}`], { stdio: ['ignore', 'pipe', 'pipe'] });
 let localOut = '';
 local.stdout.on('data', (d) => (localOut += d));
 local.stderr.on('data', (d) => (localOut += d));
@@ -221,8 +224,17 @@ try {
 
   const steadyStop = { done: false };
   const cpuAtSteady = new Map([...pids].map(([id, pid]) => [id, cpuSeconds(pid)]));
+  // The same observation as during the move (each node's /metrics every second, n1's
+  // /v1/cluster every 100 ms), so that both phases carry the same monitoring load: a
+  // scrape costs a node a few ms of its event loop, and a put waits for all three nodes.
+  const steadyScrapes = setInterval(() => {
+    for (const i of [1, 2, 3]) fetch(`${client(i)}/metrics`).then((r) => r.text(), () => '');
+  }, 1000);
+  const steadyPolls = setInterval(() => fetch(`${client(1)}/v1/cluster`).then((r) => r.text(), () => ''), 100);
   const steady = load(steadyStop);
   await sleep(STEADY_MS);
+  clearInterval(steadyScrapes);
+  clearInterval(steadyPolls);
   steadyStop.done = true;
   await steady.done;
   const cpuSteady = Object.fromEntries([...pids].map(([id, pid]) => [id, +(cpuSeconds(pid) - cpuAtSteady.get(id)).toFixed(1)]));
@@ -389,6 +401,19 @@ try {
     const exited = new Promise((r) => n4.once('exit', r));
     n4.kill('SIGTERM');
     await Promise.race([exited, sleep(10_000)]);
+  }
+  if ((process.env.REBALANCE_NODE_ARGS ?? '').trim() !== '') {
+    // n1..n3 write their profiles (or whatever the flags ask for) on a clean exit.
+    for (const pid of pids.values()) process.kill(pid, 'SIGTERM');
+    const alive = (pid) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 100 && [...pids.values()].some(alive); i++) await sleep(100);
   }
 } finally {
   cleanup();

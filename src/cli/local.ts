@@ -46,6 +46,7 @@ export async function local(args: string[]): Promise<number> {
       'base-port': { type: 'string', default: '7379' },
       data: { type: 'string', default: './data' },
       'log-format': { type: 'string' },
+      'node-args': { type: 'string', default: '' },
     },
   });
   const n = Number(values.nodes);
@@ -61,13 +62,15 @@ export async function local(args: string[]): Promise<number> {
 
   const topology = localTopology(n, basePort);
   const main = fileURLToPath(new URL('./main.js', import.meta.url));
+  // Node.js flags for every node (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"); a profile is written when the node exits.
+  const nodeArgs = values['node-args'].split(' ').filter((a) => a !== '');
   const pretty = values['log-format'] ?? (process.stdout.isTTY ? 'pretty' : 'json');
   const children = new Map<string, ChildProcess>();
   for (const spec of topology) {
     mkdirSync(join(dataRoot, spec.id), { recursive: true });
     const file = join(dataRoot, spec.id, 'ringkv.yaml');
     writeFileSync(file, stringify(localConfig(spec, topology, dataRoot)));
-    const child = spawn(process.execPath, [main, 'serve', '--config', file, '--log-format', pretty], {
+    const child = spawn(process.execPath, [...nodeArgs, main, 'serve', '--config', file, '--log-format', pretty], {
       env: { ...process.env, RINGKV_CLUSTER_SECRET: secret },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
