@@ -289,7 +289,7 @@ try {
     // prom-client resets the event-loop delay histogram at each scrape: this is the last second's.
     const lag = /^ringkv_nodejs_eventloop_lag_max_seconds(?:\{[^}]*\})? (\S+)$/m.exec(text);
     const gc = /^ringkv_nodejs_gc_duration_seconds_sum\{[^}]*kind="major"[^}]*\} (\S+)$/m.exec(text);
-    if (lag) n4Lag.push([Math.floor((performance.now() - tAdd) / 1000), Math.round(Number(lag[1]) * 1000), gc ? Math.round(Number(gc[1]) * 1000) : null]);
+    if (lag) n4Lag.push([Math.floor((performance.now() - tAdd) / 1000), Math.round(Number(lag[1]) * 1000), gc ? Math.round(Number(gc[1]) * 1000) : null, m ? +(Number(m[1]) / 1024 ** 2).toFixed(1) : null]);
     for (const name of ['ringkv_nodejs_heap_size_total_bytes', 'ringkv_nodejs_external_memory_bytes']) {
       const h = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
       if (h) heapPeak[name] = Math.max(heapPeak[name] ?? 0, Number(h[1]) / 1024 ** 2);
@@ -376,7 +376,7 @@ try {
   }
   log(`n1/n2/n3 event-loop delay max per second (s: ms/ms/ms): ${sourceLag.map(([t, l]) => `${t}: ${l.join('/')}`).join(', ')}`);
   log(`n1/n2/n3 major GC ms in each second (s: ms/ms/ms): ${sourceLag.map(([t, , g], i) => `${t}: ${g.map((x, j) => (x === null || i === 0 || sourceLag[i - 1][2][j] === null ? '?' : x - sourceLag[i - 1][2][j])).join('/')}`).join(', ')}`);
-  log(`n4 event-loop delay max per second and major GC ms so far (s: ms/ms): ${n4Lag.map(([t, l, g]) => `${t}: ${l}/${g}`).join(', ')}`);
+  log(`n4 event-loop delay max per second, major GC ms so far and copy rate MiB/s (s: ms/ms/MiB/s): ${n4Lag.map(([t, l, g, r]) => `${t}: ${l}/${g}/${r}`).join(', ')}`);
   log(`config epochs (s since the add, epoch): ${epochs.map(([t, e]) => `${t}: ${e}`).join(', ')}`);
   log(`RSS MiB (idle -> peak): ${Object.entries(result.rssMiB).map(([id, x]) => `${id} ${x.idle} -> ${x.peak} (+${x.aboveIdle})`).join(', ')}`);
   // Client API answers other than 2xx/404 on every node since it started (each retry is one).

@@ -6,7 +6,7 @@
 // message's JSON form). Clocks are arrays of [nodeId, counter] pairs.
 
 import { z } from 'zod';
-import type { RepMessage } from '../core/replication.js';
+import type { KvRecord, RepMessage } from '../core/replication.js';
 import { replicationLimits } from '../core/replication.js';
 import { antiEntropyLimits } from '../core/anti-entropy.js';
 import { NODE_ID_PATTERN, type Epoch, type NodeId, type PartitionId, type Seq } from '../core/types.js';
@@ -29,21 +29,51 @@ const clock = z
   .max(64)
   .transform((c) => c as unknown as VectorClock);
 
-/** A value: raw bytes in a MessagePack batch, a base64 string in a JSON one. */
-const value = z
-  .union([
-    z.instanceof(Uint8Array).refine((b) => b.byteLength <= repValueBytesMax, { message: `value over ${repValueBytesMax} bytes` }),
-    z
-      .string()
-      .max(base64Max)
-      .regex(/^[A-Za-z0-9+/]*={0,2}$/)
-      .transform((s) => new Uint8Array(Buffer.from(s, 'base64'))),
-  ])
-  .nullable();
+const recordFields = new Set(['value', 'clock', 'epoch', 'seq', 'deletedAtMs']);
+const base64Pattern = /^[A-Za-z0-9+/]*={0,2}$/;
+const isCount = (n: unknown, min: number): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= min;
 
-/** A tombstone's deletedAtMs (ms since the epoch); absent on values and on tombstones older than tombstone collection. */
-const deletedAtMs = count.optional();
-const record = z.strictObject({ value, clock, epoch, seq, deletedAtMs });
+/**
+ * One record, checked by hand: it is the bulk of every append and copy chunk, and a
+ * schema walk costs several objects per record (a chunk holds up to copyChunkMax). The
+ * rules are those of the other schemas here: a plain object with exactly these fields,
+ * a value of raw bytes (MessagePack) or base64 (JSON) or null, a clock of at most 64
+ * [nodeId, counter >= 1] pairs, epoch >= 1, seq >= 0, deletedAtMs >= 0 if present.
+ * Returns the record (a base64 value decoded) or what is wrong with it.
+ */
+export function checkRecord(v: unknown): KvRecord | string {
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Uint8Array) return 'expected a record object';
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!recordFields.has(k)) return `unrecognized key ${JSON.stringify(k)}`;
+  let value: Uint8Array | null;
+  const raw = o['value'];
+  if (raw === null) value = null;
+  else if (raw instanceof Uint8Array) {
+    if (raw.byteLength > repValueBytesMax) return `value: over ${repValueBytesMax} bytes`;
+    value = raw;
+  } else if (typeof raw === 'string') {
+    if (raw.length > base64Max) return `value: over ${repValueBytesMax} bytes`;
+    if (!base64Pattern.test(raw)) return 'value: not base64';
+    value = new Uint8Array(Buffer.from(raw, 'base64'));
+  } else return 'value: expected bytes, a base64 string or null';
+  const c = o['clock'];
+  if (!Array.isArray(c)) return 'clock: expected an array';
+  if (c.length > 64) return 'clock: more than 64 entries';
+  for (const e of c as unknown[]) {
+    if (!Array.isArray(e) || e.length !== 2) return 'clock: expected [nodeId, counter] pairs';
+    if (typeof e[0] !== 'string' || !NODE_ID_PATTERN.test(e[0])) return 'clock: bad node id';
+    if (!isCount(e[1], 1)) return 'clock: a counter must be an integer >= 1';
+  }
+  const { epoch, seq, deletedAtMs } = o;
+  if (!isCount(epoch, 1)) return 'epoch: expected an integer >= 1';
+  if (!isCount(seq, 0)) return 'seq: expected an integer >= 0';
+  if (deletedAtMs !== undefined && !isCount(deletedAtMs, 0)) return 'deletedAtMs: expected an integer >= 0';
+  const out = { value, clock: c as unknown as VectorClock, epoch: epoch as Epoch, seq: seq as Seq };
+  return deletedAtMs === undefined ? out : { ...out, deletedAtMs };
+}
+
+/** Records are checked after the schema, by checkRecords (a zod walk per record costs several times more). */
+const record = z.unknown();
 const position = z.strictObject({ epoch: epochAny, seq });
 const history = z.array(z.strictObject({ epoch, startSeq: seq })).max(replicationLimits.historyMax + 1);
 const partition = z.number().int().min(0).max(1 << 21).transform((n) => n as PartitionId);
@@ -111,9 +141,30 @@ export type ParsedRepMessage = { ok: true; msg: RepMessage } | { ok: false; erro
 
 export function parseRepMessage(raw: unknown): ParsedRepMessage {
   const r = repMessageSchema.safeParse(raw);
-  if (r.success) return { ok: true, msg: r.data as unknown as RepMessage };
-  const i = r.error.issues[0]!;
-  return { ok: false, error: `${i.path.join('.') || 'message'}: ${i.message}` };
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    return { ok: false, error: `${i.path.join('.') || 'message'}: ${i.message}` };
+  }
+  const error = checkRecords(r.data);
+  return error === null ? { ok: true, msg: r.data as unknown as RepMessage } : { ok: false, error };
+}
+
+/** Checks (and decodes) the records of a message the schema accepted, in place; the first problem, or null. */
+function checkRecords(m: z.infer<typeof repMessageSchema>): string | null {
+  if (m.type === 'rep-append') {
+    for (let i = 0; i < m.entries.length; i++) {
+      const r = checkRecord(m.entries[i]!.record);
+      if (typeof r === 'string') return `entries.${i}.record: ${r}`;
+      m.entries[i]!.record = r;
+    }
+  } else if (m.type === 'rep-copy-chunk' || m.type === 'rep-ae-push' || m.type === 'rep-ae-back') {
+    for (let i = 0; i < m.records.length; i++) {
+      const r = checkRecord(m.records[i]![1]);
+      if (typeof r === 'string') return `records.${i}.1: ${r}`;
+      m.records[i]![1] = r;
+    }
+  }
+  return null;
 }
 
 interface WireRecord {

@@ -12,7 +12,10 @@
 //     creep up with it; as in LEDBAT++ (draft-irtf-iccrg-ledbat-plus-plus), copies slow
 //     to the floor for two windows when they start and every probeEveryMs after, to
 //     measure it without their own load;
-//   * the median round trip of each window, minus the base, is the queueing delay;
+//   * the 90th percentile round trip of each window, minus the base, is the queueing
+//     delay: a tail, not the median, because what copies must not hurt is the tail of
+//     client latency (a put waits for every owner's event loop, so one node's stall is
+//     one slow put);
 //   * below targetDelayMs the rate grows (by up to a quarter per window), above it the
 //     rate shrinks in proportion to the excess (by up to half per window), always within
 //     [minBytesPerS, maxBytesPerS].
@@ -34,6 +37,8 @@ export interface CopyPacerOptions {
   readonly baseHistoryMs?: number;
   /** How often copies slow to the floor to measure the base again (ms). */
   readonly probeEveryMs?: number;
+  /** Which round trip of a window stands for it (0.5: the median); default 0.9. */
+  readonly delayPercentile?: number;
 }
 
 /** A chunk request not answered within this long is forgotten (it was dropped or resent). */
@@ -48,6 +53,7 @@ export class CopyPacer {
   private readonly windowMs: number;
   private readonly bucketMs: number;
   private readonly probeEveryMs: number;
+  private readonly percentile: number;
   private readonly sentAt = new Map<string, number>();
   private samples: number[] = [];
   /** End of the current decision window (null before the first call). */
@@ -68,6 +74,7 @@ export class CopyPacer {
     this.windowMs = opts.windowMs ?? 250;
     this.bucketMs = (opts.baseHistoryMs ?? 60_000) / baseBuckets;
     this.probeEveryMs = opts.probeEveryMs ?? 20_000;
+    this.percentile = opts.delayPercentile ?? 0.9;
     // Start low and ramp up: a burst at the ceiling is what the pacer exists to avoid.
     this.rate = opts.targetDelayMs === 0 ? opts.maxBytesPerS : Math.max(this.min, opts.maxBytesPerS / 8);
   }
@@ -120,7 +127,7 @@ export class CopyPacer {
       return this.bytesPerS();
     }
     const sorted = this.samples.sort((a, b) => a - b);
-    const current = sorted[Math.floor(sorted.length / 2)]!;
+    const current = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * this.percentile))]!;
     this.samples = [];
     let baseMs = Infinity;
     for (const b of this.base) baseMs = Math.min(baseMs, b.min);

@@ -40,6 +40,22 @@ describe('copy pacer', () => {
     expect(p.bytesPerS()).toBe(32 * MiB);
   });
 
+  it('backs off when a tenth of the chunks queue past the target, though the median does not', () => {
+    const p = new CopyPacer({ maxBytesPerS: 32 * MiB, targetDelayMs: 10 });
+    let at = drive(p, 40, () => 3, undefined, 10);
+    expect(p.bytesPerS()).toBe(32 * MiB);
+    // One chunk in ten of every window waits 40 ms (a stall on one node); the other nine take the base.
+    let n = 0;
+    at = drive(p, 12, () => (n++ % 10 === 9 ? 43 : 3), at, 10);
+    expect(p.bytesPerS()).toBe(512 * 1024);
+    expect(p.queueingMs).toBe(40);
+    // With the median as the window's delay, the same tail is ignored.
+    const median = new CopyPacer({ maxBytesPerS: 32 * MiB, targetDelayMs: 10, delayPercentile: 0.5 });
+    at = drive(median, 40, () => 3, undefined, 10);
+    drive(median, 12, () => (n++ % 10 === 9 ? 43 : 3), at, 10);
+    expect(median.bytesPerS()).toBe(32 * MiB);
+  });
+
   it('holds near the rate at which queueing meets the target, for minutes (the base does not creep up)', () => {
     const p = new CopyPacer({ maxBytesPerS: 32 * MiB, targetDelayMs: 10 });
     // Queueing grows with the rate: 1 ms per MiB/s above 4 MiB/s; the equilibrium is 14 MiB/s.
