@@ -42,32 +42,38 @@ const isCount = (n: unknown, min: number): n is number => typeof n === 'number' 
  * Returns the record (a base64 value decoded) or what is wrong with it.
  */
 export function checkRecord(v: unknown): KvRecord | string {
-  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Uint8Array) return 'expected a record object';
+  const r = checkRecordAt(v);
+  return Array.isArray(r) ? (r[0] === null ? r[1] : `${r[0]}: ${r[1]}`) : r;
+}
+
+/** checkRecord's result: the record, or [the field at fault (null: the record itself), what is wrong]. */
+function checkRecordAt(v: unknown): KvRecord | [string | null, string] {
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Uint8Array) return [null, 'expected a record object'];
   const o = v as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!recordFields.has(k)) return `unrecognized key ${JSON.stringify(k)}`;
+  for (const k of Object.keys(o)) if (!recordFields.has(k)) return [null, `unrecognized key ${JSON.stringify(k)}`];
   let value: Uint8Array | null;
   const raw = o['value'];
   if (raw === null) value = null;
   else if (raw instanceof Uint8Array) {
-    if (raw.byteLength > repValueBytesMax) return `value: over ${repValueBytesMax} bytes`;
+    if (raw.byteLength > repValueBytesMax) return ['value', `over ${repValueBytesMax} bytes`];
     value = raw;
   } else if (typeof raw === 'string') {
-    if (raw.length > base64Max) return `value: over ${repValueBytesMax} bytes`;
-    if (!base64Pattern.test(raw)) return 'value: not base64';
+    if (raw.length > base64Max) return ['value', `over ${repValueBytesMax} bytes`];
+    if (!base64Pattern.test(raw)) return ['value', 'not base64'];
     value = new Uint8Array(Buffer.from(raw, 'base64'));
-  } else return 'value: expected bytes, a base64 string or null';
+  } else return ['value', 'expected bytes, a base64 string or null'];
   const c = o['clock'];
-  if (!Array.isArray(c)) return 'clock: expected an array';
-  if (c.length > 64) return 'clock: more than 64 entries';
+  if (!Array.isArray(c)) return ['clock', 'expected an array'];
+  if (c.length > 64) return ['clock', 'more than 64 entries'];
   for (const e of c as unknown[]) {
-    if (!Array.isArray(e) || e.length !== 2) return 'clock: expected [nodeId, counter] pairs';
-    if (typeof e[0] !== 'string' || !NODE_ID_PATTERN.test(e[0])) return 'clock: bad node id';
-    if (!isCount(e[1], 1)) return 'clock: a counter must be an integer >= 1';
+    if (!Array.isArray(e) || e.length !== 2) return ['clock', 'expected [nodeId, counter] pairs'];
+    if (typeof e[0] !== 'string' || !NODE_ID_PATTERN.test(e[0])) return ['clock', 'bad node id'];
+    if (!isCount(e[1], 1)) return ['clock', 'a counter must be an integer >= 1'];
   }
   const { epoch, seq, deletedAtMs } = o;
-  if (!isCount(epoch, 1)) return 'epoch: expected an integer >= 1';
-  if (!isCount(seq, 0)) return 'seq: expected an integer >= 0';
-  if (deletedAtMs !== undefined && !isCount(deletedAtMs, 0)) return 'deletedAtMs: expected an integer >= 0';
+  if (!isCount(epoch, 1)) return ['epoch', 'expected an integer >= 1'];
+  if (!isCount(seq, 0)) return ['seq', 'expected an integer >= 0'];
+  if (deletedAtMs !== undefined && !isCount(deletedAtMs, 0)) return ['deletedAtMs', 'expected an integer >= 0'];
   const out = { value, clock: c as unknown as VectorClock, epoch: epoch as Epoch, seq: seq as Seq };
   return deletedAtMs === undefined ? out : { ...out, deletedAtMs };
 }
@@ -149,18 +155,21 @@ export function parseRepMessage(raw: unknown): ParsedRepMessage {
   return error === null ? { ok: true, msg: r.data as unknown as RepMessage } : { ok: false, error };
 }
 
+/** An error in the form of the schema's: `path.to.field: what is wrong`. */
+const recordError = (at: string, [field, message]: [string | null, string]): string => `${field === null ? at : `${at}.${field}`}: ${message}`;
+
 /** Checks (and decodes) the records of a message the schema accepted, in place; the first problem, or null. */
 function checkRecords(m: z.infer<typeof repMessageSchema>): string | null {
   if (m.type === 'rep-append') {
     for (let i = 0; i < m.entries.length; i++) {
-      const r = checkRecord(m.entries[i]!.record);
-      if (typeof r === 'string') return `entries.${i}.record: ${r}`;
+      const r = checkRecordAt(m.entries[i]!.record);
+      if (Array.isArray(r)) return recordError(`entries.${i}.record`, r);
       m.entries[i]!.record = r;
     }
   } else if (m.type === 'rep-copy-chunk' || m.type === 'rep-ae-push' || m.type === 'rep-ae-back') {
     for (let i = 0; i < m.records.length; i++) {
-      const r = checkRecord(m.records[i]![1]);
-      if (typeof r === 'string') return `records.${i}.1: ${r}`;
+      const r = checkRecordAt(m.records[i]![1]);
+      if (Array.isArray(r)) return recordError(`records.${i}.1`, r);
       m.records[i]![1] = r;
     }
   }

@@ -67,8 +67,9 @@ describe('replication wire: records', () => {
     ['a negative deletedAtMs', { ...good, value: null, deletedAtMs: -5 }, 'deletedAtMs: expected an integer >= 0'],
   ])('refuses %s with a precise message', (_what, record, message) => {
     expect(checkRecord(record)).toBe(message);
-    // In a message, the error names where the record is.
-    expect(parseRepMessage(append(record))).toEqual({ ok: false, error: `entries.0.record: ${message}` });
+    // In a message, the error names the path to the field at fault, as the schema's errors do.
+    const path = /^(value|clock|epoch|seq|deletedAtMs): /.test(message) ? `entries.0.record.${message}` : `entries.0.record: ${message}`;
+    expect(parseRepMessage(append(record))).toEqual({ ok: false, error: path });
   });
 
   it('refuses a value over the wire limit without decoding it', () => {
@@ -96,7 +97,7 @@ describe('replication wire: records', () => {
       purgedClock: [],
       purgedUpTo: { epoch: 0, seq: 0 },
     };
-    expect(parseRepMessage(viaMsgpack(chunk))).toEqual({ ok: false, error: 'records.1.1: seq: expected an integer >= 0' });
+    expect(parseRepMessage(viaMsgpack(chunk))).toEqual({ ok: false, error: 'records.1.1.seq: expected an integer >= 0' });
     const fixed = { ...chunk, records: [['a', good]] };
     expect(parseRepMessage(viaMsgpack(fixed)).ok).toBe(true);
   });
