@@ -2,12 +2,15 @@
 // with a real clock, disk and network.
 //
 // Every KvReady is carried out as PERSIST -> SEND -> REPLY:
-//   * its membership and replication ops go to the store in ONE atomic write (one LMDB
-//     transaction, fsynced), queued at once so consecutive Readies group-commit;
-//   * its replication records are staged in the write-behind overlay first, so the core
+//   * its replication records are staged in the write-behind overlay at once, so the core
 //     reads its own writes immediately (OverlayStoreView);
-//   * its sends and replies wait for its write AND for every earlier Ready's sends and
-//     replies: nothing leaves before what it depends on is durable, and order is kept.
+//   * the Readies of one event-loop turn are carried out together: their membership and
+//     replication ops go to the store in ONE atomic write (one LMDB transaction, fsynced),
+//     in the order they were produced, queued at the end of the turn so that the writes
+//     of consecutive turns group-commit too;
+//   * their sends and replies, in order, wait for that write AND for every earlier
+//     turn's sends and replies: nothing leaves before what it depends on is durable, and
+//     order is kept.
 //
 // Time: the core counts ticks of `tickMs`. Before any message or request is handed to the
 // core, every tick that has elapsed is delivered first (after a GC pause or SIGSTOP the
@@ -91,6 +94,8 @@ export class KvDriver extends EventEmitter {
   private stopped = false;
   private started = false;
   private pendingReadies: KvReady[] = [];
+  /** The Readies of this event-loop turn, carried out together at its end (flushTurn). */
+  private turn: { ops: WriteOp[]; gen: number; readies: KvReady[] } | null = null;
   readonly pacer: CopyPacer;
   private pacedRate: number;
 
@@ -150,6 +155,7 @@ export class KvDriver extends EventEmitter {
     this.waitingAdmin.clear();
     for (const [, resolve] of this.waitingClient) resolve({ status: 'timeout' });
     this.waitingClient.clear();
+    this.flushTurn(); // this turn's writes reach the store before it closes
     await this.chain;
   }
 
@@ -284,45 +290,66 @@ export class KvDriver extends EventEmitter {
     this.report(r);
     const m = r.membership;
     const rep = r.rep;
-    const ops: WriteOp[] = [...m.persist.flatMap(membershipWriteOps), ...repWriteOps(rep.persist)];
-    if (ops.length === 0 && m.send.length === 0 && rep.send.length === 0 && m.replies.length === 0 && rep.replies.length === 0) return;
-    const gen = this.view.stage(rep.persist);
+    const hasOps = m.persist.length > 0 || rep.persist.length > 0;
+    if (!hasOps && m.send.length === 0 && rep.send.length === 0 && m.replies.length === 0 && rep.replies.length === 0) return;
+    if (this.turn === null) {
+      this.turn = { ops: [], gen: 0, readies: [] };
+      setImmediate(() => this.flushTurn());
+    }
+    const t = this.turn;
+    for (const op of m.persist) t.ops.push(...membershipWriteOps(op));
+    for (const op of repWriteOps(rep.persist)) t.ops.push(op);
+    t.gen = this.view.stage(rep.persist);
+    t.readies.push(r);
+  }
+
+  /** Carries out this turn's Readies: one store write, then their sends and replies in order. */
+  private flushTurn(): void {
+    const t = this.turn;
+    this.turn = null;
+    if (t === null) return;
     let written: Promise<void> | null = null;
-    if (ops.length > 0) {
-      written = this.opts.store.write(ops);
+    if (t.ops.length > 0) {
+      written = this.opts.store.write(t.ops);
       written.catch(() => undefined); // handled by the chain below
     }
     const prev = this.chain;
     this.chain = (async () => {
       await prev;
       if (written !== null) await written;
-      this.view.settle(gen);
-      for (const { to, msg } of m.send) {
-        const url = this.peerUrlOf(to);
-        if (url !== null) this.opts.transport.send(url, msg);
-      }
-      for (const { to, msg } of rep.send) {
-        const url = this.peerUrlOf(to);
-        if (url === null) continue;
-        if (msg.type === 'rep-copy-req') this.pacer.requestSent(copyRequestKey(to, msg), performance.now());
-        this.opts.transport.send(url, msg);
-      }
-      for (const { requestId, result } of m.replies) {
-        const resolve = this.waitingAdmin.get(requestId);
-        this.waitingAdmin.delete(requestId);
-        resolve?.(result);
-      }
-      for (const { requestId, result } of rep.replies) {
-        const resolve = this.waitingClient.get(requestId);
-        this.waitingClient.delete(requestId);
-        resolve?.(result);
-      }
+      this.view.settle(t.gen);
+      for (const r of t.readies) this.sendAndReply(r);
     })();
     this.chain.catch((e: unknown) => {
       // State that cannot reach the disk must never be acted on: stop the node.
       this.opts.logger.fatal({ err: e }, 'cannot persist node state; stopping');
       process.exit(70);
     });
+  }
+
+  private sendAndReply(r: KvReady): void {
+    const m = r.membership;
+    const rep = r.rep;
+    for (const { to, msg } of m.send) {
+      const url = this.peerUrlOf(to);
+      if (url !== null) this.opts.transport.send(url, msg);
+    }
+    for (const { to, msg } of rep.send) {
+      const url = this.peerUrlOf(to);
+      if (url === null) continue;
+      if (msg.type === 'rep-copy-req') this.pacer.requestSent(copyRequestKey(to, msg), performance.now());
+      this.opts.transport.send(url, msg);
+    }
+    for (const { requestId, result } of m.replies) {
+      const resolve = this.waitingAdmin.get(requestId);
+      this.waitingAdmin.delete(requestId);
+      resolve?.(result);
+    }
+    for (const { requestId, result } of rep.replies) {
+      const resolve = this.waitingClient.get(requestId);
+      this.waitingClient.delete(requestId);
+      resolve?.(result);
+    }
   }
 
   private peerUrlOf(id: NodeId): string | null {
