@@ -11,6 +11,7 @@ import type { LogEntry, Message } from '../core/node.js';
 import { LogOnce, PeerAuthenticator } from '../net/peer-auth.js';
 import { Unpackr } from 'msgpackr';
 import { MESSAGES_PATH, MSGPACK_CONTENT_TYPE } from '../net/peer-transport.js';
+import { servePeerStreams } from '../net/peer-stream.js';
 import { batchSchema, parseMessage } from '../net/wire.js';
 import { parseRepMessage } from '../net/rep-wire.js';
 import type { RepMessage } from '../core/replication.js';
@@ -48,11 +49,12 @@ export interface PeerAppDeps {
 
 export function buildPeerApp(deps: PeerAppDeps): FastifyInstance {
   const { config, logger } = deps;
+  // Replication batches carry values (base64 in JSON): room for a copy chunk of large values.
+  const bodyLimit = Math.max(config.limits.valueBytesMax * 2 * 64, 16 * 1024 * 1024);
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
-    // Replication batches carry values (base64 in JSON): room for a copy chunk of large values.
-    bodyLimit: Math.max(config.limits.valueBytesMax * 2 * 64, 16 * 1024 * 1024),
+    bodyLimit,
     routerOptions: { maxParamLength: config.limits.keyBytesMax * 3 + 64 },
     forceCloseConnections: true,
     frameworkErrors: (err, _req, reply) => {
@@ -70,9 +72,47 @@ export function buildPeerApp(deps: PeerAppDeps): FastifyInstance {
 
   const auth = new PeerAuthenticator(deps.secret, config.cluster.name);
   const once = new LogOnce();
-  const complain = (req: FastifyRequest, reason: string, extra: Record<string, unknown> = {}): void => {
-    const who = `${req.ip} ${String(req.headers['x-ringkv-from'] ?? '?')}`;
+  const complainAbout = (who: string, reason: string, extra: Record<string, unknown> = {}): void => {
     if (once.first(`${who}|${reason}`)) logger.warn({ peer: who, reason, ...extra }, 'refused peer request (logged once per peer and reason)');
+  };
+  const complain = (req: FastifyRequest, reason: string, extra: Record<string, unknown> = {}): void =>
+    complainAbout(`${req.ip} ${String(req.headers['x-ringkv-from'] ?? '?')}`, reason, extra);
+
+  /**
+   * Checks a batch of protocol messages (a POST body or a stream frame) and delivers it:
+   * all of it, or, when any message is malformed, none of it. `sender` is the node a
+   * stream was opened by (a POST names its sender only in the batch).
+   */
+  const acceptBatch = (body: unknown, sender: string | null, complainAs: (reason: string, extra?: Record<string, unknown>) => void): ApiError | null => {
+    const batch = batchSchema.safeParse(body);
+    if (!batch.success) {
+      complainAs('malformed message batch');
+      return new ApiError('invalid_request', `malformed message batch: ${batch.error.issues[0]?.message ?? ''}`);
+    }
+    if (sender !== null && batch.data.from !== sender) {
+      complainAs('batch sender differs from stream sender');
+      return new ApiError('invalid_request', `batch from ${batch.data.from} on the stream of ${sender}`);
+    }
+    const msgs: (Message | RepMessage)[] = [];
+    for (const raw of batch.data.messages) {
+      const isRep = typeof raw === 'object' && raw !== null && typeof (raw as { type?: unknown }).type === 'string' && (raw as { type: string }).type.startsWith('rep-');
+      const m = isRep ? parseRepMessage(raw) : parseMessage(raw);
+      if (!m.ok) {
+        complainAs('malformed message', { error: m.error });
+        return new ApiError('invalid_request', `malformed message: ${m.error}`);
+      }
+      if (m.msg.from !== batch.data.from) {
+        complainAs('message sender differs from batch sender');
+        return new ApiError('invalid_request', 'message sender differs from batch sender');
+      }
+      if (m.msg.clusterName !== config.cluster.name) {
+        complainAs('message for another cluster');
+        return new ApiError('forbidden', `message for cluster ${JSON.stringify(m.msg.clusterName)}`);
+      }
+      msgs.push(m.msg);
+    }
+    for (const m of msgs) deps.deliver(m);
+    return null;
   };
 
   app.addHook('onRequest', async (req, reply) => {
@@ -94,32 +134,24 @@ export function buildPeerApp(deps: PeerAppDeps): FastifyInstance {
   });
 
   app.post(MESSAGES_PATH, async (req, reply) => {
-    const batch = batchSchema.safeParse(req.body);
-    if (!batch.success) {
-      complain(req, 'malformed message batch');
-      throw new ApiError('invalid_request', `malformed message batch: ${batch.error.issues[0]?.message ?? ''}`);
-    }
-    const msgs: (Message | RepMessage)[] = [];
-    for (const raw of batch.data.messages) {
-      const isRep = typeof raw === 'object' && raw !== null && typeof (raw as { type?: unknown }).type === 'string' && (raw as { type: string }).type.startsWith('rep-');
-      const m = isRep ? parseRepMessage(raw) : parseMessage(raw);
-      if (!m.ok) {
-        complain(req, 'malformed message', { error: m.error });
-        throw new ApiError('invalid_request', `malformed message: ${m.error}`);
-      }
-      if (m.msg.from !== batch.data.from) {
-        complain(req, 'message sender differs from batch sender');
-        throw new ApiError('invalid_request', 'message sender differs from batch sender');
-      }
-      if (m.msg.clusterName !== config.cluster.name) {
-        complain(req, 'message for another cluster');
-        throw new ApiError('forbidden', `message for cluster ${JSON.stringify(m.msg.clusterName)}`);
-      }
-      msgs.push(m.msg);
-    }
-    // Validate the whole batch first: a batch is applied entirely or not at all.
-    for (const m of msgs) deps.deliver(m);
+    const err = acceptBatch(req.body, null, (reason, extra) => complain(req, reason, extra));
+    if (err !== null) throw err;
     return reply.code(204).send();
+  });
+
+  // GET /peer/v1/stream with `Upgrade: ringkv-peer/1`: the long-lived message stream that
+  // other nodes send protocol messages on (net/peer-stream.ts).
+  const streams = servePeerStreams(app.server, {
+    auth,
+    frameBytesMax: bodyLimit,
+    logger,
+    complain: complainAbout,
+    onBatch: (from, batch) => acceptBatch(batch, from, (reason, extra) => complainAbout(`stream ${from}`, reason, extra)),
+  });
+  // Upgraded sockets are not the HTTP server's any more: close them before it waits for them.
+  app.addHook('preClose', (done) => {
+    streams.close();
+    done();
   });
 
   app.post(LIST_PATH, async (req) => {

@@ -1,25 +1,30 @@
-// Outbound peer traffic: two undici keep-alive pools per peer. Protocol messages are
-// batched per peer, flushed once per event-loop turn, and sent one POST at a time on a
-// connection of their own, so heartbeats and lease renewals never queue behind forwarded
-// client requests or bulk admin calls (which use the other pool).
+// Outbound peer traffic. Protocol messages (heartbeats, Paxos, replication) are queued per
+// peer, flushed once per event-loop turn, and written as frames on one long-lived stream
+// per peer (peer-stream.ts), so they never queue behind forwarded client requests or bulk
+// admin calls, which use an undici keep-alive pool of their own.
 //
-// `send` is best-effort: a message may be dropped (full queue, dead peer, timeout) and
-// the protocol retries on its own (heartbeats, Paxos retransmission). Nothing here waits
-// for an answer to a protocol message; answers arrive as messages of their own.
+// `send` is best-effort: a message may be dropped (full queue, dead peer, a stream that
+// failed after the write) and the protocol retries on its own (heartbeats, Paxos
+// retransmission, gap requests). Nothing here waits for an answer to a protocol message;
+// answers arrive as messages of their own.
 //
-// A batch travels as MessagePack (`application/msgpack`), so record values go as raw bytes:
-// JSON would need them in base64, a third larger and encoded, validated and decoded once
-// per record on both sides. The peer API also accepts JSON batches (values in base64).
+// A batch travels as MessagePack, so record values go as raw bytes: JSON would need them
+// in base64, a third larger and encoded, validated and decoded once per record on both
+// sides. The peer API also accepts batches as POSTs, in MessagePack or JSON (values in
+// base64).
 
 import { Packr } from 'msgpackr';
 import { Pool } from 'undici';
 import type { Logger } from 'pino';
-import { peerHeaders } from './peer-auth.js';
+import { LogOnce, peerHeaders } from './peer-auth.js';
+import { OutboundStream } from './peer-stream.js';
 
 /** Messages queued for one peer before the oldest are dropped. */
 export const peerQueueMax = 1024;
-/** Messages in one POST. */
+/** Messages in one frame (one batch). */
 export const peerBatchMax = 256;
+/** A stream that does not open, or leaves frames unacknowledged, this long is replaced. */
+export const streamStallMsMax = 2000;
 /** Connections per peer for request/response calls (forwarded requests, admin calls). */
 export const peerConnectionsMax = 8;
 
@@ -30,12 +35,11 @@ export const MSGPACK_CONTENT_TYPE = 'application/msgpack';
 export const peerPackr = new Packr({ useRecords: false });
 
 interface PeerChannel {
-  /** Protocol messages: one POST in flight at a time, so one connection. */
-  readonly messages: Pool;
+  /** Protocol messages. */
+  readonly stream: OutboundStream;
   /** Request/response calls. */
   readonly pool: Pool;
   queue: unknown[];
-  inflight: boolean;
   dropped: number;
 }
 
@@ -43,6 +47,7 @@ export class PeerTransport {
   private readonly peers = new Map<string, PeerChannel>();
   private flushScheduled = false;
   private closed = false;
+  private readonly logOnce = new LogOnce();
 
   constructor(
     private readonly secret: string | null,
@@ -62,10 +67,18 @@ export class PeerTransport {
         keepAliveTimeout: 30_000,
       };
       ch = {
-        messages: new Pool(url, { ...options, connections: 1 }),
+        stream: new OutboundStream({
+          url,
+          secret: this.secret,
+          clusterName: this.clusterName,
+          self: this.self,
+          logger: this.log,
+          logOnce: this.logOnce,
+          stallMs: Math.min(this.timeoutMs, streamStallMsMax),
+          onWritable: () => this.schedule(),
+        }),
         pool: new Pool(url, { ...options, connections: peerConnectionsMax }),
         queue: [],
-        inflight: false,
         dropped: 0,
       };
       this.peers.set(url, ch);
@@ -82,35 +95,23 @@ export class PeerTransport {
       ch.dropped++;
     }
     ch.queue.push(message);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
-    }
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.flushScheduled || this.closed) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
   }
 
   private flush(): void {
     this.flushScheduled = false;
-    for (const [url, ch] of this.peers) if (!ch.inflight && ch.queue.length > 0) void this.post(url, ch);
-  }
-
-  private async post(url: string, ch: PeerChannel): Promise<void> {
-    ch.inflight = true;
-    const batch = ch.queue.splice(0, peerBatchMax);
-    try {
-      const res = await ch.messages.request({
-        method: 'POST',
-        path: MESSAGES_PATH,
-        headers: { ...peerHeaders(this.secret, this.clusterName, this.self), 'content-type': MSGPACK_CONTENT_TYPE },
-        body: peerPackr.pack({ from: this.self, messages: batch }),
-      });
-      const text = await res.body.text();
-      if (res.statusCode >= 400) this.log.warn({ peer: url, status: res.statusCode, body: text.slice(0, 200) }, 'peer refused messages');
-    } catch (e) {
-      // A dead or unreachable peer: the failure detector notices; the protocol retries.
-      this.log.debug({ peer: url, err: (e as Error).message }, 'peer send failed');
-    } finally {
-      ch.inflight = false;
-      if (ch.queue.length > 0 && !this.closed) void this.post(url, ch);
+    if (this.closed) return;
+    for (const ch of this.peers.values()) {
+      if (ch.queue.length === 0 || !ch.stream.ready()) continue;
+      const bodies: Buffer[] = [];
+      while (ch.queue.length > 0) bodies.push(peerPackr.pack({ from: this.self, messages: ch.queue.splice(0, peerBatchMax) }));
+      ch.stream.write(bodies);
     }
   }
 
@@ -144,7 +145,8 @@ export class PeerTransport {
 
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all([...this.peers.values()].flatMap((ch) => [ch.messages.destroy(), ch.pool.destroy()]));
+    for (const ch of this.peers.values()) ch.stream.close();
+    await Promise.all([...this.peers.values()].map((ch) => ch.pool.destroy()));
     this.peers.clear();
   }
 }
