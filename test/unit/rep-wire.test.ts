@@ -4,7 +4,9 @@
 import { Packr, Unpackr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import type { RepMessage } from '../../src/core/replication.js';
-import { checkRecord, encodeRepMessage, parseRepMessage, repValueBytesMax } from '../../src/net/rep-wire.js';
+import fc from 'fast-check';
+import { replicationLimits } from '../../src/core/replication.js';
+import { checkRecord, encodeRepMessage, parseRepMessage, parseRepMessageBySchema, repValueBytesMax } from '../../src/net/rep-wire.js';
 
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
@@ -100,5 +102,60 @@ describe('replication wire: records', () => {
     expect(parseRepMessage(viaMsgpack(chunk))).toEqual({ ok: false, error: 'records.1.1.seq: expected an integer >= 0' });
     const fixed = { ...chunk, records: [['a', good]] };
     expect(parseRepMessage(viaMsgpack(fixed)).ok).toBe(true);
+  });
+});
+
+describe('replication wire: the hand checks of rep-append and rep-ack agree with the schema', () => {
+  const ack = { type: 'rep-ack', from: 'n2', clusterName: 'c', epoch: 3, partition: 5, session: 1, acked: 7, caughtUp: true, resync: false, copying: false };
+  const twoEntries = {
+    ...(append(good) as Record<string, unknown>),
+    entries: [
+      { seq: 7, key: 'k', record: good },
+      { seq: 8, key: 'k2', record: { value: null, clock: [['n1', 3]], epoch: 3, seq: 8, deletedAtMs: 5 } },
+    ],
+  };
+  const odd = [undefined, null, -1, 0, 1, 1.5, 2 ** 21 + 1, 2 ** 32, 2 ** 53, Number.NaN, '', 'x', 'N1', 'c'.repeat(65), 'k'.repeat(replicationLimits.keyLengthMax + 1), true, [], {}, [1], new Uint8Array(1)];
+  const fields = ['type', 'from', 'clusterName', 'epoch', 'partition', 'session', 'entries', 'acked', 'caughtUp', 'resync', 'copying', 'extra', '__proto__'];
+  const entryFields = ['seq', 'key', 'record', 'extra'];
+
+  type Mutation = { at: 'message' | 'entry'; field: string; value: number };
+  const mutate = (base: Record<string, unknown>, muts: Mutation[]): unknown => {
+    const m = viaMsgpack(base) as Record<string, unknown>;
+    for (const { at, field, value } of muts) {
+      const first: unknown = Array.isArray(m.entries) ? m.entries[0] : undefined;
+      const target = at === 'entry' && typeof first === 'object' && first !== null ? (first as Record<string, unknown>) : m;
+      const v = odd[value % odd.length];
+      if (v === undefined) delete target[field];
+      else Object.defineProperty(target, field, { value: v, enumerable: true, configurable: true, writable: true });
+    }
+    return m;
+  };
+
+  it('accepts and refuses the same messages, with the same errors', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom<Record<string, unknown>>(ack, twoEntries, append(good) as Record<string, unknown>, { ...(append(good) as Record<string, unknown>), entries: [] }),
+        fc.array(
+          fc.record({ at: fc.constantFrom<'message' | 'entry'>('message', 'entry'), field: fc.constantFrom(...fields, ...entryFields), value: fc.nat() }),
+          { maxLength: 3 },
+        ),
+        (base, muts) => {
+          const raw = mutate(base, muts);
+          const fast = parseRepMessage(raw);
+          const slow = parseRepMessageBySchema(mutate(base, muts));
+          expect(fast.ok).toBe(slow.ok);
+          if (!fast.ok && !slow.ok) expect(fast.error).toBe(slow.error);
+          if (fast.ok && slow.ok) expect(viaMsgpack(fast.msg)).toEqual(viaMsgpack(slow.msg));
+        },
+      ),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('refuses an append one entry over the batch limit, and a well-formed ack passes', () => {
+    const entries = Array.from({ length: replicationLimits.replicationBatchMax + 1 }, (_, i) => ({ seq: i, key: `k${i}`, record: good }));
+    const r = parseRepMessage(viaMsgpack({ ...(append(good) as Record<string, unknown>), entries }));
+    expect(r.ok).toBe(false);
+    expect(parseRepMessage(viaMsgpack(ack))).toEqual({ ok: true, msg: ack });
   });
 });
