@@ -75,8 +75,10 @@ export class CopyPacer {
     this.bucketMs = (opts.baseHistoryMs ?? 60_000) / baseBuckets;
     this.probeEveryMs = opts.probeEveryMs ?? 20_000;
     this.percentile = opts.delayPercentile ?? 0.9;
-    // Start low and ramp up: a burst at the ceiling is what the pacer exists to avoid.
-    this.rate = opts.targetDelayMs === 0 ? opts.maxBytesPerS : Math.max(this.min, opts.maxBytesPerS / 8);
+    // Start at the floor and ramp up (a quarter per window: the floor to 32 MiB/s in under
+    // 5 s): a burst is what the pacer exists to avoid, and with a target of a few ms even an
+    // eighth of the ceiling showed in the first second's client p99.
+    this.rate = opts.targetDelayMs === 0 ? opts.maxBytesPerS : this.min;
   }
 
   /** Value bytes per second copies may use now. */

@@ -19,9 +19,9 @@ function drive(p: CopyPacer, windows: number, rtt: (w: number) => number, start 
 }
 
 describe('copy pacer', () => {
-  it('starts at an eighth of the ceiling and climbs to it while round trips stay at their base', () => {
+  it('starts at the floor and climbs to the ceiling while round trips stay at their base', () => {
     const p = new CopyPacer({ maxBytesPerS: 32 * MiB, targetDelayMs: 10 });
-    expect(p.bytesPerS()).toBe(4 * MiB);
+    expect(p.bytesPerS()).toBe(512 * 1024);
     drive(p, 40, () => 3);
     expect(p.bytesPerS()).toBe(32 * MiB);
     expect(p.queueingMs).toBe(0);
@@ -101,11 +101,20 @@ describe('copy pacer', () => {
   });
 
   it('keeps the rate when no chunk arrives, and ignores chunks it did not time', () => {
+    const idle = new CopyPacer({ maxBytesPerS: 32 * MiB, targetDelayMs: 10 });
+    idle.chunkReceived('unknown', 5);
+    for (let t = 0; t < 10_000; t += 50) idle.update(t);
+    expect(idle.bytesPerS()).toBe(512 * 1024);
+    expect(idle.queueingMs).toBeNull();
+    // Climbed part of the way, then no chunk for 10 s: the rate stays where it was.
     const p = new CopyPacer({ maxBytesPerS: 32 * MiB, targetDelayMs: 10 });
-    p.chunkReceived('unknown', 5);
-    for (let t = 0; t < 10_000; t += 50) p.update(t);
-    expect(p.bytesPerS()).toBe(4 * MiB);
-    expect(p.queueingMs).toBeNull();
+    const at = drive(p, 8, () => 3);
+    const rate = p.bytesPerS();
+    expect(rate).toBeGreaterThan(512 * 1024);
+    expect(rate).toBeLessThan(32 * MiB);
+    p.chunkReceived('unknown', at.t + 5);
+    for (let t = at.t; t < at.t + 10_000; t += 50) p.update(t);
+    expect(p.bytesPerS()).toBe(rate);
   });
 
   it('forgets the lowest round trip after its history, so a slower path is not taken for queueing forever', () => {
