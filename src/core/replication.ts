@@ -2109,23 +2109,23 @@ function onClientOp(rep: Replication, out: RepReady, requestId: string, op: Clie
   if (cfg === null) return reply({ status: 'unavailable', reason: 'no-primary' });
   const p = partitionOf(op.key, cfg.partitions);
   const ps = rep.partitions[p]!;
-  if (op.type === 'get' && op.consistency === 'stale') {
-    // Any copy that is complete may answer; it may lag, never invent.
-    if (ps.role === 'none' || ps.meta.pos === null) return reply({ status: 'not_primary', primary: primaryIdOf(rep, ps.id) });
-    return reply(readResult(ps.primary !== null ? committedRecord(rep, ps, op.key) : rep.store.get(ps.id, op.key)));
+  if (op.type === 'get') {
+    const answer = answerGet(rep, ps, op);
+    if (answer !== 'park') return reply(answer);
+    // Usually a few round trips (a rebalance switch, a handover): wait for it rather than
+    // refuse. (Only a takeover: parking ops that wait for a lease too broke linearizability
+    // in the simulator; docs/replication.md.)
+    ps.primary!.parked.push({ requestId, op, untilTick: rep.now + replicationLimits.parkTicks });
+    return;
   }
   const pr = ps.primary;
   if (pr === null) return reply({ status: 'not_primary', primary: primaryIdOf(rep, ps.id) });
   const gate = servingGate(rep, ps);
   if (gate === 'takeover' && pr.parked.length < replicationLimits.pendingWritesMax) {
-    // Usually a few round trips (a rebalance switch, a handover): wait for it rather than
-    // refuse. (Only a takeover: parking ops that wait for a lease too broke linearizability
-    // in the simulator; docs/replication.md.)
     pr.parked.push({ requestId, op, untilTick: rep.now + replicationLimits.parkTicks });
     return;
   }
   if (gate !== null) return reply({ status: 'unavailable', reason: gate });
-  if (op.type === 'get') return reply(readResult(committedRecord(rep, ps, op.key)));
   // Preconditions are checked against the newest write, in flight or not, so two
   // compare-and-sets on one version cannot both pass. A failure decided against an
   // uncommitted write waits for it to commit (else it could be a lie if that write is lost).
@@ -2171,6 +2171,37 @@ function onClientOp(rep: Replication, out: RepReady, requestId: string, op: Clie
   pr.writes.push({ requestId, seq, version: versionOf(clock), created: !exists, deadlineTick: rep.now + rep.timing.writeTimeoutTicks });
   for (const f of pr.followers.values()) sendAppends(rep, out, ps, f);
   advanceCommit(rep, out, ps);
+}
+
+/** What a get on partition ps is answered now, or 'park' (wait for the takeover). Changes nothing. */
+function answerGet(rep: Replication, ps: PartitionState, op: Extract<ClientOp, { type: 'get' }>): ClientResult | 'park' {
+  if (op.consistency === 'stale') {
+    // Any copy that is complete may answer; it may lag, never invent.
+    if (ps.role === 'none' || ps.meta.pos === null) return { status: 'not_primary', primary: primaryIdOf(rep, ps.id) };
+    return readResult(ps.primary !== null ? committedRecord(rep, ps, op.key) : rep.store.get(ps.id, op.key));
+  }
+  const pr = ps.primary;
+  if (pr === null) return { status: 'not_primary', primary: primaryIdOf(rep, ps.id) };
+  const gate = servingGate(rep, ps);
+  if (gate === 'takeover' && pr.parked.length < replicationLimits.pendingWritesMax) return 'park';
+  if (gate !== null) return { status: 'unavailable', reason: gate };
+  return readResult(committedRecord(rep, ps, op.key));
+}
+
+/**
+ * A get answered from the current state, without a Ready: exactly what submit would
+ * reply to it at once, or null when submit must take it (a takeover would park it, or it
+ * is not a get). Changes nothing. The caller must only use it when every earlier
+ * Ready has been carried out (persisted, sent, replied), since the state it reads may
+ * include writes staged by a Ready that is not yet durable.
+ */
+export function readNow(rep: Replication, op: ClientOp): ClientResult | null {
+  if (op.type !== 'get') return null;
+  const cfg = rep.cfg;
+  if (typeof op.key !== 'string' || op.key.length === 0 || op.key.length > replicationLimits.keyLengthMax) return { status: 'unavailable', reason: 'invalid' };
+  if (cfg === null) return { status: 'unavailable', reason: 'no-primary' };
+  const answer = answerGet(rep, rep.partitions[partitionOf(op.key, cfg.partitions)]!, op);
+  return answer === 'park' ? null : answer;
 }
 
 /**
@@ -2292,6 +2323,11 @@ export function stepKv(node: KvNode, msg: Message | RepMessage): KvReady {
 export function tickKv(node: KvNode, wallMs?: number): KvReady {
   const m = tickMembership(node.membership);
   return follow(node, m, tick(node.rep, wallMs));
+}
+
+/** readNow on a node: a get answered without a Ready, or null (use submitKv). */
+export function readNowKv(node: KvNode, op: ClientOp): ClientResult | null {
+  return readNow(node.rep, op);
 }
 
 export function submitKv(node: KvNode, requestId: string, op: ClientOp, wallMs?: number): KvReady {

@@ -75,6 +75,7 @@
 // served again (liveness), and the client history is linearizable
 // (test/support/linearizability.ts).
 
+import { isDeepStrictEqual } from 'node:util';
 import {
   applyPersistOp,
   currentConfig,
@@ -95,6 +96,7 @@ import {
   replicationLimits,
   stepKv,
   submitKv,
+  readNowKv,
   tickKv,
   type ClientOp,
   type ClientResult,
@@ -995,7 +997,17 @@ class RepSim {
     const requestId = `q${this.nextRequest++}`;
     s.requests.set(requestId, { client, attempt, key: op.key, op, opId: c.handle?.id });
     this.note(`client ${client} -> ${to} ${requestId} op #${c.handle?.id} ${c.kind} ${op.key}`);
-    this.input(s, (n) => submitKv(n, requestId, op, this.now));
+    // The driver answers a get with readNow when no Ready is outstanding: it must say
+    // exactly what submit says at once (and null only where submit holds the get back).
+    const now = readNowKv(s.node, op);
+    this.input(s, (n) => {
+      const r = submitKv(n, requestId, op, this.now);
+      const replied = r.rep.replies.find((x) => x.requestId === requestId);
+      if (now !== null ? replied === undefined || !isDeepStrictEqual(replied.result, now) : op.type === 'get' && replied !== undefined) {
+        this.fail(`readNow on ${s.id} said ${JSON.stringify(now)}, submit ${JSON.stringify(replied?.result ?? null)} for ${op.type} ${op.key}`);
+      }
+      return r;
+    });
   }
 
   private clientReply(client: number, attempt: number, from: NodeId, r: ClientResult): void {
