@@ -19,6 +19,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { buildRing, type Ring } from '../core/ring.js';
+import { partitionOf } from '../core/hash.js';
 import type { ClusterConfig, ConfigChange, NewMember } from '../core/membership.js';
 import { describeChange } from '../core/membership.js';
 import * as core from '../core/node.js';
@@ -173,9 +174,10 @@ export class KvDriver extends EventEmitter {
   submit(op: ClientOp): Promise<ClientResult> {
     if (this.stopped || !this.started) return Promise.resolve({ status: 'unavailable', reason: 'no-primary' });
     this.catchUpTicks();
-    if (op.type === 'get' && this.turn === null && this.turnsInFlight === 0) {
-      // Every Ready so far is carried out, so the state holds nothing that is not durable
-      // and no earlier reply is held back: a get needs no Ready of its own.
+    if (op.type === 'get' && !this.view.holdsStaged(partitionOf(op.key, this.config().partitions), op.key)) {
+      // Nothing of this key waits for a write: the answer shows only durable records, so it
+      // need not wait behind other keys' writes (a primary's committed records are durable:
+      // its appends leave only after its own write). Linearizability is per key.
       const now = readNowKv(this.node, op);
       if (now !== null) return Promise.resolve(now);
     }

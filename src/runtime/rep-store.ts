@@ -103,6 +103,12 @@ export class OverlayStoreView implements StoreView {
       .map((key) => ({ key, record: merged.get(key)! }));
   }
 
+  /** Is anything of this key not durable yet: a staged record or delete, or a reset of its partition? */
+  holdsStaged(partition: number, key: string): boolean {
+    const o = this.parts.get(partition);
+    return o !== undefined && (o.resetGen !== null || o.records.has(key));
+  }
+
   /** Stage one Ready's ops (visible at once). Returns the generation to settle once durable. */
   stage(ops: readonly RepPersistOp[]): number {
     const gen = ++this.gen;
