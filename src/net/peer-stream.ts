@@ -11,7 +11,7 @@
 // and closed. After the 101 the sender writes frames: a 4-byte big-endian length, then
 // that many bytes of one MessagePack batch `{from, messages}`, the body that
 // `POST /peer/v1/messages` takes, checked by the same code. The receiver writes back small
-// frames of the same form: `{type: 'ack', frames: n}` (the count of frames received, at
+// length-prefixed JSON frames: `{type: 'ack', frames: n}` (the count of frames received, at
 // most every `ackIntervalMs` while frames arrive), so that the sender can tell a stalled
 // connection (a paused or cut-off peer) from a quiet one; and `{type: 'error', code,
 // message}` just before it closes a stream over bad input.
