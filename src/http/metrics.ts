@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { PeerStats } from '../net/peer-transport.js';
 
 /** One registry per node (tests run several nodes in one process). */
 export class Metrics {
@@ -17,6 +18,9 @@ export class Metrics {
 
   /** Set by the runtime once replication runs: partitions this node leads, serving, and their copies. */
   replication: (() => { primaries: number; serving: number; inSyncMin: number; lag: ReadonlyMap<number, number>; copyRate: number }) | null = null;
+
+  /** Set by the runtime: outbound traffic per peer, and the message streams peers have open to this node. */
+  peers: (() => { outbound: readonly PeerStats[]; inboundStreams: number }) | null = null;
 
   /** Set by the runtime once membership runs: the cluster facts exported as gauges. */
   cluster: (() => { epoch: number; isLeader: boolean; members: Map<string, number> }) | null = null;
@@ -128,6 +132,59 @@ export class Metrics {
       collect() {
         const v = rview();
         if (v) this.set(v.copyRate);
+      },
+    });
+    const peers = () => this.peers?.();
+    // Counters kept by the transport: set to its totals at each scrape.
+    const peerCounter = (name: string, help: string, pick: (s: PeerStats) => number): void => {
+      new Counter({
+        name,
+        help,
+        labelNames: ['peer'],
+        registers: [this.registry],
+        collect() {
+          const v = peers();
+          if (!v) return;
+          this.reset();
+          for (const s of v.outbound) this.inc({ peer: s.peer }, pick(s));
+        },
+      });
+    };
+    peerCounter('ringkv_peer_messages_sent_total', 'Protocol messages written to the stream to each peer (peer API URL).', (s) => s.messagesSent);
+    peerCounter('ringkv_peer_messages_dropped_total', 'Protocol messages dropped because the queue to a peer was full (the protocol resends what matters).', (s) => s.messagesDropped);
+    peerCounter('ringkv_peer_stream_opens_total', 'Message streams opened to each peer.', (s) => s.streamOpens);
+    peerCounter('ringkv_peer_stream_failures_total', 'Message streams to each peer that failed to open, or were lost or replaced once open.', (s) => s.streamFailures);
+    new Gauge({
+      name: 'ringkv_peer_stream_up',
+      help: '1 while the message stream to a peer is open.',
+      labelNames: ['peer'],
+      registers: [this.registry],
+      collect() {
+        const v = peers();
+        if (!v) return;
+        this.reset();
+        for (const s of v.outbound) this.set({ peer: s.peer }, s.streamOpen ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'ringkv_peer_queued_messages',
+      help: 'Protocol messages waiting for the stream to a peer.',
+      labelNames: ['peer'],
+      registers: [this.registry],
+      collect() {
+        const v = peers();
+        if (!v) return;
+        this.reset();
+        for (const s of v.outbound) this.set({ peer: s.peer }, s.queued);
+      },
+    });
+    new Gauge({
+      name: 'ringkv_peer_streams_inbound',
+      help: 'Message streams other nodes have open to this node.',
+      registers: [this.registry],
+      collect() {
+        const v = peers();
+        if (v) this.set(v.inboundStreams);
       },
     });
     const view = () => this.cluster?.();

@@ -47,7 +47,10 @@ export interface PeerAppDeps {
   readonly latestConfig: () => LogEntry;
 }
 
-export function buildPeerApp(deps: PeerAppDeps): FastifyInstance {
+/** The peer API, and how many message streams other nodes have open to it. */
+export type PeerApp = FastifyInstance & { readonly inboundStreams: () => number };
+
+export function buildPeerApp(deps: PeerAppDeps): PeerApp {
   const { config, logger } = deps;
   // Replication batches carry values (base64 in JSON): room for a copy chunk of large values.
   const bodyLimit = Math.max(config.limits.valueBytesMax * 2 * 64, 16 * 1024 * 1024);
@@ -164,5 +167,5 @@ export function buildPeerApp(deps: PeerAppDeps): FastifyInstance {
 
   app.register(kvRoutes, { kv: deps.primaryKv, config, urlPrefix: '/peer' });
   app.setNotFoundHandler((req, reply) => sendError(new ApiError('route_not_found', `no peer route ${req.method} ${req.url}`), reply));
-  return app;
+  return Object.assign(app, { inboundStreams: () => streams.open() });
 }

@@ -267,6 +267,10 @@ export class OutboundStream {
   private closed = false;
   private sent = 0;
   private acked = 0;
+  /** Connections opened (101 received). */
+  opens = 0;
+  /** Connections that failed to open, or were lost or dropped once open. */
+  failures = 0;
   /** Since when the oldest unacknowledged frame has waited (or the connection has been opening). */
   private waitingSince = 0;
   private readonly request: string;
@@ -279,6 +283,10 @@ export class OutboundStream {
     this.request = `GET ${STREAM_PATH} HTTP/1.1\r\n${Object.entries(headers)
       .map(([k, v]) => `${k}: ${v}\r\n`)
       .join('')}\r\n`;
+  }
+
+  isOpen(): boolean {
+    return this.open;
   }
 
   /** True when frames can be written now; otherwise starts connecting if it is not already. */
@@ -342,6 +350,7 @@ export class OutboundStream {
         const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head.subarray(0, end).toString('latin1'))?.[1] ?? 0);
         if (status !== 101) return this.refused(status, head.subarray(end + 4));
         this.open = true;
+        this.opens++;
         this.retryMs = 0;
         clearTimeout(this.openTimer!);
         this.openTimer = null;
@@ -402,6 +411,7 @@ export class OutboundStream {
     const wasOpen = this.open;
     this.teardown();
     if (this.closed) return;
+    this.failures++;
     if (level === 'warn' && wasOpen) this.warnOnce(`peer stream dropped: ${reason}`, {});
     else this.o.logger.debug({ peer: this.o.url, reason }, 'peer stream down');
     this.retryMs = retryMs ?? Math.min(Math.max(retryMinMs, this.retryMs * 2), retryMaxMs);

@@ -40,7 +40,21 @@ interface PeerChannel {
   /** Request/response calls. */
   readonly pool: Pool;
   queue: unknown[];
+  /** Messages written to the stream. */
+  sent: number;
+  /** Messages dropped from a full queue. */
   dropped: number;
+}
+
+/** What /metrics shows of one peer's outbound traffic. */
+export interface PeerStats {
+  readonly peer: string;
+  readonly messagesSent: number;
+  readonly messagesDropped: number;
+  readonly queued: number;
+  readonly streamOpen: boolean;
+  readonly streamOpens: number;
+  readonly streamFailures: number;
 }
 
 export class PeerTransport {
@@ -79,6 +93,7 @@ export class PeerTransport {
         }),
         pool: new Pool(url, { ...options, connections: peerConnectionsMax }),
         queue: [],
+        sent: 0,
         dropped: 0,
       };
       this.peers.set(url, ch);
@@ -110,6 +125,7 @@ export class PeerTransport {
     for (const ch of this.peers.values()) {
       if (ch.queue.length === 0 || !ch.stream.ready()) continue;
       const bodies: Buffer[] = [];
+      ch.sent += ch.queue.length;
       while (ch.queue.length > 0) bodies.push(peerPackr.pack({ from: this.self, messages: ch.queue.splice(0, peerBatchMax) }));
       ch.stream.write(bodies);
     }
@@ -141,6 +157,19 @@ export class PeerTransport {
       ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
     });
     return { status: res.statusCode, headers: res.headers, body: Buffer.from(await res.body.arrayBuffer()) };
+  }
+
+  /** Per peer: messages sent and dropped, the queue, and the stream's state. */
+  stats(): PeerStats[] {
+    return [...this.peers].map(([peer, ch]) => ({
+      peer,
+      messagesSent: ch.sent,
+      messagesDropped: ch.dropped,
+      queued: ch.queue.length,
+      streamOpen: ch.stream.isOpen(),
+      streamOpens: ch.stream.opens,
+      streamFailures: ch.stream.failures,
+    }));
   }
 
   async close(): Promise<void> {

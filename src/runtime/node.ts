@@ -12,7 +12,7 @@ import { loadTokens } from '../http/auth.js';
 import { buildClientApp } from '../http/client-app.js';
 import { clusterRoutes, clusterView } from '../http/cluster-routes.js';
 import { Metrics } from '../http/metrics.js';
-import { buildPeerApp } from '../http/peer-app.js';
+import { buildPeerApp, type PeerApp } from '../http/peer-app.js';
 import { PeerTransport } from '../net/peer-transport.js';
 import { lockDataDir } from '../store/dir-lock.js';
 import { openStore } from '../store/open.js';
@@ -29,7 +29,7 @@ import { ReplicatedKv } from './replicated-kv.js';
 export interface RunningNode {
   readonly id: string;
   readonly clientApp: FastifyInstance;
-  readonly peerApp: FastifyInstance;
+  readonly peerApp: PeerApp;
   readonly store: Store;
   readonly driver: KvDriver;
   /** The bound client address (port resolved when 0 was asked for). */
@@ -169,6 +169,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     listPartitions: (ps, prefix, after, limit) => guard.listPartitions(ps, prefix, after, limit),
     latestConfig: () => driver.latestEntry(),
   });
+  metrics.peers = () => ({ outbound: transport.stats(), inboundStreams: peerApp.inboundStreams() });
   const clientApp = buildClientApp({
     config,
     nodeId: id,

@@ -73,6 +73,25 @@ describe('3-node cluster from ringkv local', () => {
     expect(back.epoch).toBeGreaterThanOrEqual(down.epoch + 2); // down -> joining -> active
     const v3 = await c.waitFor('n3', (v) => v.epoch >= back.epoch && statusOf(v, 'n3') === 'active', 5000);
     expect(v3.members.map((m) => m.status)).toEqual(['active', 'active', 'active']);
+
+    // n1's message stream to n3 failed with the kill and opened again after the restart.
+    const peerOf = (id: string) => c.peer(id).replace(/\/$/, '');
+    const metric = (text: string, name: string, peer?: string): number => {
+      const line = text.split('\n').find((l) => l.startsWith(name + '{') && (peer === undefined || l.includes(`peer="${peer}"`)));
+      return line === undefined ? NaN : Number(line.slice(line.lastIndexOf(' ') + 1));
+    };
+    let text = '';
+    for (const deadline = Date.now() + 3000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+      text = await (await fetch(`${c.client('n1')}/metrics`)).text();
+      if (metric(text, 'ringkv_peer_stream_up', peerOf('n3')) === 1 && metric(text, 'ringkv_peer_streams_inbound') === 2) break;
+    }
+    expect(metric(text, 'ringkv_peer_stream_up', peerOf('n3'))).toBe(1);
+    expect(metric(text, 'ringkv_peer_stream_up', peerOf('n2'))).toBe(1);
+    expect(metric(text, 'ringkv_peer_streams_inbound')).toBe(2);
+    expect(metric(text, 'ringkv_peer_stream_opens_total', peerOf('n3'))).toBeGreaterThanOrEqual(2);
+    expect(metric(text, 'ringkv_peer_stream_failures_total', peerOf('n3'))).toBeGreaterThanOrEqual(1);
+    expect(metric(text, 'ringkv_peer_messages_sent_total', peerOf('n2'))).toBeGreaterThan(0);
+    expect(metric(text, 'ringkv_peer_messages_dropped_total', peerOf('n2'))).toBe(0);
   });
 
   describe('bad input on the peer API changes nothing', () => {
