@@ -94,7 +94,7 @@ export const configSchema = z
         listLimitMax: z.number().int().min(1).max(100_000).default(1000), // largest page of GET /v1/kv
         inflightRequestsMax: z.number().int().min(1).max(1_000_000).default(10_000), // client requests in progress before 503
         transferBytesPerSecond: z.number().int().min(1024).default(32 * 1024 ** 2), // ceiling of value bytes/s a node receives in partition copies while catching up or rebalancing
-        transferTargetDelayMs: z.number().int().min(0).max(10_000).default(5), // queueing delay copies may add before they slow down (0 = always the ceiling)
+        transferTargetDelayMs: z.number().int().min(0).max(10_000).default(2), // queueing delay copies may add before they slow down (0 = always the ceiling)
         eventStreamsMax: z.number().int().min(0).max(10_000).default(32), // open GET /v1/events streams before 503
         heapGrowingPercent: z.number().int().min(0).max(1000).default(30), // V8 runs a full GC once its heap grows this far (%) past the live data; 0 = V8's adaptive default (up to 4x)
       })
