@@ -2191,9 +2191,9 @@ function answerGet(rep: Replication, ps: PartitionState, op: Extract<ClientOp, {
 /**
  * A get answered from the current state, without a Ready: exactly what submit would
  * reply to it at once, or null when submit must take it (a takeover would park it, or it
- * is not a get). Changes nothing. The caller must only use it when every earlier
- * Ready has been carried out (persisted, sent, replied), since the state it reads may
- * include writes staged by a Ready that is not yet durable.
+ * is not a get). Changes nothing. The state it reads may include records staged by a
+ * Ready that is not durable yet: the caller must only use the answer when nothing of the
+ * key is staged (the runtime's overlay knows; KvDriver.submit).
  */
 export function readNow(rep: Replication, op: ClientOp): ClientResult | null {
   if (op.type !== 'get') return null;

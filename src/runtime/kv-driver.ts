@@ -83,8 +83,6 @@ export class KvDriver extends EventEmitter {
   readonly tickMs: number;
   readonly view: OverlayStoreView;
   private chain: Promise<void> = Promise.resolve();
-  /** Turns flushed whose sends and replies are not carried out yet. */
-  private turnsInFlight = 0;
   private timer: NodeJS.Timeout | null = null;
   private lastTick = 0;
   private readonly waitingAdmin = new Map<string, (r: AdminResult) => void>();
@@ -325,12 +323,10 @@ export class KvDriver extends EventEmitter {
       written.catch(() => undefined); // handled by the chain below
     }
     const prev = this.chain;
-    this.turnsInFlight++;
     this.chain = (async () => {
       await prev;
       if (written !== null) await written;
       this.view.settle(t.gen);
-      this.turnsInFlight--;
       for (const r of t.readies) this.sendAndReply(r);
     })();
     this.chain.catch((e: unknown) => {
