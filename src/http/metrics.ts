@@ -135,49 +135,26 @@ export class Metrics {
       },
     });
     const peers = () => this.peers?.();
-    // Counters kept by the transport: set to its totals at each scrape.
-    const peerCounter = (name: string, help: string, pick: (s: PeerStats) => number): void => {
-      new Counter({
-        name,
-        help,
-        labelNames: ['peer'],
-        registers: [this.registry],
-        collect() {
-          const v = peers();
-          if (!v) return;
-          this.reset();
-          for (const s of v.outbound) this.inc({ peer: s.peer }, pick(s));
-        },
-      });
-    };
-    peerCounter('ringkv_peer_messages_sent_total', 'Protocol messages written to the stream to each peer (peer API URL).', (s) => s.messagesSent);
-    peerCounter('ringkv_peer_messages_dropped_total', 'Protocol messages dropped because the queue to a peer was full (the protocol resends what matters).', (s) => s.messagesDropped);
-    peerCounter('ringkv_peer_stream_opens_total', 'Message streams opened to each peer.', (s) => s.streamOpens);
-    peerCounter('ringkv_peer_stream_failures_total', 'Message streams to each peer that failed to open, or were lost or replaced once open.', (s) => s.streamFailures);
-    new Gauge({
-      name: 'ringkv_peer_stream_up',
-      help: '1 while the message stream to a peer is open.',
-      labelNames: ['peer'],
+    // Per-peer figures kept by the transport, copied at each scrape (a counter's total too:
+    // reset, then added once). Counters and gauges alike have reset() and inc().
+    const perPeer = (name: string, help: string, pick: (s: PeerStats) => number) => ({
+      name,
+      help,
+      labelNames: ['peer'] as const,
       registers: [this.registry],
-      collect() {
+      collect(this: Counter<'peer'> | Gauge<'peer'>) {
         const v = peers();
         if (!v) return;
         this.reset();
-        for (const s of v.outbound) this.set({ peer: s.peer }, s.streamOpen ? 1 : 0);
+        for (const s of v.outbound) this.inc({ peer: s.peer }, pick(s));
       },
     });
-    new Gauge({
-      name: 'ringkv_peer_queued_messages',
-      help: 'Protocol messages waiting for the stream to a peer.',
-      labelNames: ['peer'],
-      registers: [this.registry],
-      collect() {
-        const v = peers();
-        if (!v) return;
-        this.reset();
-        for (const s of v.outbound) this.set({ peer: s.peer }, s.queued);
-      },
-    });
+    new Counter(perPeer('ringkv_peer_messages_sent_total', 'Protocol messages written to the stream to each peer (peer API URL).', (s) => s.messagesSent));
+    new Counter(perPeer('ringkv_peer_messages_dropped_total', 'Protocol messages dropped because the queue to a peer was full (the protocol resends what matters).', (s) => s.messagesDropped));
+    new Counter(perPeer('ringkv_peer_stream_opens_total', 'Message streams opened to each peer.', (s) => s.streamOpens));
+    new Counter(perPeer('ringkv_peer_stream_failures_total', 'Message streams to each peer that failed to open, or were lost or replaced once open.', (s) => s.streamFailures));
+    new Gauge(perPeer('ringkv_peer_stream_up', '1 while the message stream to a peer is open.', (s) => (s.streamOpen ? 1 : 0)));
+    new Gauge(perPeer('ringkv_peer_queued_messages', 'Protocol messages waiting for the stream to a peer.', (s) => s.queued));
     new Gauge({
       name: 'ringkv_peer_streams_inbound',
       help: 'Message streams other nodes have open to this node.',
