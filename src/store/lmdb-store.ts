@@ -3,22 +3,12 @@ import { mkdirSync } from 'node:fs';
 import type { PartitionId } from '../core/types.js';
 import type { ScanOptions, Store, StoredRecord, WriteOp } from './store.js';
 import { compareUtf8, inRange } from './scan.js';
+import { decodeRecord, encodeRecord, isLiveRecord } from './record-codec.js';
 
 interface LmdbOptions {
   readonly path: string;
   readonly fsync: boolean;
   readonly mapSizeBytes: number;
-}
-
-/** On-disk form of a record: short field names, since there is one per key. */
-interface DiskRecord {
-  v: Uint8Array | null;
-  c: [string, number][];
-  /** Replication (epoch, seq); absent in records written before replication. */
-  e?: number;
-  s?: number;
-  /** Tombstones: deletedAtMs (absent in tombstones written before tombstone collection). */
-  d?: number;
 }
 
 /**
@@ -38,11 +28,26 @@ export const lmdbPageSize = 16384;
 export class LmdbStore implements Store {
   readonly engine = 'lmdb' as const;
   private readonly root: RootDatabase;
-  private readonly data: Database<DiskRecord, [number, string]>;
+  /** Records in record-codec.ts's binary layout, keyed by (partition, key). */
+  private readonly data: Database<Buffer, [number, string]>;
   private readonly meta: Database<unknown, string>;
   private liveKeys = 0;
   /** Live (non-tombstone) keys per partition: a dropped partition is then deleted by key alone, without decoding its records. */
   private readonly livePerPartition = new Map<number, number>();
+  /**
+   * What writes issued but not yet committed did, per partition: the liveness of each key
+   * they wrote, and whether they dropped the partition. The live-key count is kept at the
+   * moment a write is issued, and a read outside a transaction sees only committed data,
+   * so a key's previous liveness comes from here first. Entries leave when their write is
+   * committed (`gen` tells whether a later write took the entry over).
+   */
+  private readonly pending = new Map<number, { keys: Map<string, { live: boolean; gen: number }>; resetGen: number | null }>();
+  /** (gen, partition, key) of every pending entry in issue order (key null: a drop), from `issuedHead` on. */
+  private issued: { gen: number; partition: number; key: string | null }[] = [];
+  private issuedHead = 0;
+  private gen = 0;
+  /** The promise of the last write handed to lmdb-js. */
+  private lastIssued: Promise<unknown> = Promise.resolve();
 
   constructor(opts: LmdbOptions) {
     mkdirSync(opts.path, { recursive: true });
@@ -55,14 +60,15 @@ export class LmdbStore implements Store {
       pageSize: lmdbPageSize,
       cache: false,
     });
-    this.data = this.root.openDB<DiskRecord, [number, string]>({ name: 'kv', cache: false });
+    this.data = this.root.openDB<Buffer, [number, string]>({ name: 'kv', encoding: 'binary', cache: false });
     this.meta = this.root.openDB<unknown, string>({ name: 'meta', cache: false });
-    for (const { key, value } of this.data.getRange({})) if (value.v !== null) this.countLive(key[0], 1);
+    for (const { key, value } of this.data.getRange({})) if (isLiveRecord(value)) this.countLive(key[0], 1);
   }
 
   get(partition: PartitionId, key: string): StoredRecord | undefined {
-    const r = this.data.get([partition, key]);
-    return r === undefined ? undefined : fromDisk(r);
+    // A view into lmdb's reused read buffer, decoded (value copied out) at once.
+    const b = this.data.getBinaryFast([partition, key]);
+    return b === undefined ? undefined : decodeRecord(b);
   }
 
   scan(partition: PartitionId, opts: ScanOptions): { key: string; record: StoredRecord }[] {
@@ -73,50 +79,116 @@ export class LmdbStore implements Store {
       const verdict = inRange(k, opts);
       if (verdict === 'stop') break;
       if (verdict === 'skip') continue;
-      if (value.v === null && !opts.includeTombstones) continue;
-      out.push({ key: k, record: fromDisk(value) });
+      if (!opts.includeTombstones && !isLiveRecord(value)) continue;
+      out.push({ key: k, record: decodeRecord(value) });
       if (out.length >= opts.limit) break;
     }
     return out;
   }
 
   write(ops: readonly WriteOp[]): Promise<void> {
-    return this.root.transaction(() => {
-      for (const op of ops) {
-        switch (op.kind) {
-          case 'put': {
-            const prev = this.data.get([op.partition, op.key]);
-            this.countLive(op.partition, (op.record.value !== null ? 1 : 0) - (prev !== undefined && prev.v !== null ? 1 : 0));
-            const disk: DiskRecord = { v: op.record.value, c: op.record.clock as unknown as [string, number][] };
-            if (op.record.epoch !== undefined) disk.e = op.record.epoch;
-            if (op.record.seq !== undefined) disk.s = op.record.seq;
-            if (op.record.deletedAtMs !== undefined) disk.d = op.record.deletedAtMs;
-            this.data.put([op.partition, op.key], disk);
-            break;
-          }
-          case 'remove-partition': {
-            // Keys only: decoding every record made a dropped partition of 1 KiB values
-            // cost ~3 times as long on the main thread (a rebalance switch drops thousands).
-            const doomed = [...this.data.getKeys({ start: [op.partition, ''], end: [op.partition + 1, ''] })];
-            for (const k of doomed) this.data.remove(k);
-            this.countLive(op.partition, -(this.livePerPartition.get(op.partition) ?? 0));
-            break;
-          }
-          case 'remove': {
-            const prev = this.data.get([op.partition, op.key]);
-            if (prev !== undefined && prev.v !== null) this.countLive(op.partition, -1);
-            this.data.remove([op.partition, op.key]);
-            break;
-          }
-          case 'meta':
-            this.meta.put(op.key, op.value);
-            break;
-          case 'meta-remove':
-            this.meta.remove(op.key);
-            break;
-        }
+    if (ops.length === 0) return Promise.resolve();
+    const gen = ++this.gen;
+    // Puts and removes issued in one synchronous run are committed in one LMDB transaction
+    // (lmdb-js batches an event turn's writes, in order, on its writer thread), with no
+    // round trip to the main thread. No transaction callbacks: they do not keep their
+    // place among the plain writes queued around them.
+    for (const op of ops) {
+      const issued = op.kind === 'remove-partition' ? this.dropPartition(op.partition, gen) : this.writeOne(op, gen);
+      if (issued !== null) this.lastIssued = issued;
+    }
+    // Commits complete in issue order: the last write issued (maybe an earlier call's, if
+    // this one issued none) resolves once all of this call's writes are durable.
+    const written = this.lastIssued.then(() => this.settle(gen));
+    return written;
+  }
+
+  /**
+   * Removes every record of a partition: the keys on disk (keys only: decoding every record
+   * made a dropped partition of 1 KiB values cost ~3 times as long, and a rebalance switch
+   * drops thousands) and the keys of writes issued but not committed yet, which the disk
+   * does not show. Removing a key that is not there is a no-op.
+   */
+  private dropPartition(partition: number, gen: number): Promise<unknown> | null {
+    this.countLive(partition, -(this.livePerPartition.get(partition) ?? 0));
+    const pend = this.pendingOf(partition);
+    const doomed = new Set<string>(pend.keys.keys());
+    for (const k of this.data.getKeys({ start: [partition, ''], end: [partition + 1, ''] })) doomed.add(k[1]);
+    pend.keys.clear();
+    pend.resetGen = gen;
+    this.issued.push({ gen, partition, key: null });
+    let done: Promise<unknown> | null = null;
+    for (const k of doomed) done = this.data.remove([partition, k]);
+    return done;
+  }
+
+  private writeOne(op: Exclude<WriteOp, { kind: 'remove-partition' }>, gen: number): Promise<unknown> {
+    switch (op.kind) {
+      case 'put': {
+        const live = op.record.value !== null;
+        this.countLive(op.partition, (live ? 1 : 0) - (this.wasLive(op.partition, op.key) ? 1 : 0));
+        this.setPending(op.partition, op.key, live, gen);
+        return this.data.put([op.partition, op.key], encodeRecord(op.record));
       }
-    }) as Promise<void>;
+      case 'remove': {
+        if (this.wasLive(op.partition, op.key)) this.countLive(op.partition, -1);
+        this.setPending(op.partition, op.key, false, gen);
+        return this.data.remove([op.partition, op.key]);
+      }
+      case 'meta':
+        return this.meta.put(op.key, op.value);
+      case 'meta-remove':
+        return this.meta.remove(op.key);
+    }
+  }
+
+  /** Was the key live after every write issued so far? */
+  private wasLive(partition: number, key: string): boolean {
+    const pend = this.pending.get(partition);
+    if (pend !== undefined) {
+      const hit = pend.keys.get(key);
+      if (hit !== undefined) return hit.live;
+      if (pend.resetGen !== null) return false;
+    }
+    const b = this.data.getBinaryFast([partition, key]);
+    return b !== undefined && isLiveRecord(b);
+  }
+
+  private pendingOf(partition: number): { keys: Map<string, { live: boolean; gen: number }>; resetGen: number | null } {
+    let pend = this.pending.get(partition);
+    if (pend === undefined) this.pending.set(partition, (pend = { keys: new Map(), resetGen: null }));
+    return pend;
+  }
+
+  private setPending(partition: number, key: string, live: boolean, gen: number): void {
+    this.pendingOf(partition).keys.set(key, { live, gen });
+    this.issued.push({ gen, partition, key });
+  }
+
+  /** The writes up to generation `gen` are committed (in order): reads outside a transaction see them now. */
+  private settle(gen: number): void {
+    const q = this.issued;
+    let h = this.issuedHead;
+    for (; h < q.length && q[h]!.gen <= gen; h++) {
+      const { partition, key } = q[h]!;
+      const pend = this.pending.get(partition);
+      if (pend === undefined) continue;
+      if (key === null) {
+        if (pend.resetGen !== null && pend.resetGen <= gen) pend.resetGen = null;
+      } else {
+        const e = pend.keys.get(key);
+        if (e !== undefined && e.gen <= gen) pend.keys.delete(key);
+      }
+      if (pend.keys.size === 0 && pend.resetGen === null) this.pending.delete(partition);
+    }
+    if (h === q.length) {
+      this.issued = [];
+      h = 0;
+    } else if (h > 1024 && h * 2 > q.length) {
+      this.issued = q.slice(h);
+      h = 0;
+    }
+    this.issuedHead = h;
   }
 
   private countLive(partition: number, delta: number): void {
@@ -147,10 +219,4 @@ export class LmdbStore implements Store {
   async close(): Promise<void> {
     await this.root.close();
   }
-}
-
-function fromDisk(r: DiskRecord): StoredRecord {
-  const clock = r.c as unknown as StoredRecord['clock'];
-  const base = r.e === undefined || r.s === undefined ? { value: r.v, clock } : { value: r.v, clock, epoch: r.e, seq: r.s };
-  return r.d === undefined ? base : { ...base, deletedAtMs: r.d };
 }

@@ -48,4 +48,31 @@ describe('lmdb store: dropping a partition', () => {
     expect(keysOf(s, 2)).toEqual(['']);
     await s.close();
   });
+
+  it('counts live keys right when writes follow each other before the first is committed', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringkv-lmdb-'));
+    dirs.push(dir);
+    let s = open(dir);
+    // None of these is awaited before the next is issued: each must see the ones before it.
+    const writes = [
+      s.write([put(1, 'a', 'v1'), put(1, 'b', 'v1')]),
+      s.write([put(1, 'a', null)]), // a tombstone over a pending live record
+      s.write([put(1, 'a', 'v2'), put(2, 'c', 'v1')]),
+      s.write([{ kind: 'remove-partition', partition: partitionId(1) }]),
+      s.write([put(1, 'b', 'v3')]), // after the pending drop: a new live key
+      s.write([{ kind: 'remove', partition: partitionId(2), key: 'c' }, { kind: 'remove', partition: partitionId(2), key: 'c' }]),
+    ];
+    expect(s.countKeys()).toBe(1);
+    await Promise.all(writes);
+    expect(s.countKeys()).toBe(1);
+    expect(keysOf(s, 1)).toEqual(['b']);
+    expect(keysOf(s, 2)).toEqual([]);
+    // Committed now: the next writes read liveness from the disk.
+    await s.write([put(1, 'b', null), put(2, 'd', 'v')]);
+    expect(s.countKeys()).toBe(1);
+    await s.close();
+    s = open(dir);
+    expect(s.countKeys()).toBe(1);
+    await s.close();
+  });
 });
