@@ -37,6 +37,9 @@ export function buildClientApp(deps: ClientAppDeps): FastifyInstance {
     loggerInstance: deps.logger as FastifyBaseLogger,
     // Per-request log lines cost more than the request at high rates; errors are still logged.
     logController: new LogController({ disableRequestLogging: true }),
+    // No child logger per request: building one (its bindings serialised to a string) cost
+    // more than a GET. Nothing logs through request.log; errors are logged with the URL.
+    childLoggerFactory: (logger) => logger,
     bodyLimit: config.limits.valueBytesMax,
     // Keys are matched by a wildcard; a percent-encoded key may be 3x its byte length.
     routerOptions: { maxParamLength: config.limits.keyBytesMax * 3 + 64 },

@@ -57,6 +57,8 @@ export function buildPeerApp(deps: PeerAppDeps): PeerApp {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
+    // No child logger per request (client-app.ts says why).
+    childLoggerFactory: (logger) => logger,
     bodyLimit,
     routerOptions: { maxParamLength: config.limits.keyBytesMax * 3 + 64 },
     forceCloseConnections: true,
