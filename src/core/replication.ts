@@ -466,6 +466,8 @@ export interface Replication {
   /** The latest wall-clock time (ms) given to tick / submit; null until one is given. Never goes back. */
   wallMs: number | null;
   readonly tombstoneGraceMs: number;
+  /** inSyncReplicas per partition for the current config (cleared when a config is adopted). */
+  readonly isrCache: Map<PartitionId, readonly NodeId[]>;
   /** Tombstone collection: where the pass in progress stands (null: between passes). */
   sweep: { partition: number; after: string | null } | null;
   /** Wall time at which the next sweep pass may start. */
@@ -513,6 +515,7 @@ export function createReplication(opts: RepOptions, metas: ReadonlyMap<number, P
     wallMs: null,
     tombstoneGraceMs,
     sweep: null,
+    isrCache: new Map(),
     nextSweepAtMs: -Infinity,
   };
   restoredMetas.set(rep, metas);
@@ -658,6 +661,7 @@ export function setConfig(rep: Replication, cfg: ClusterConfig): RepReady {
   rep.grantedAt.clear();
   rep.cfg = cfg;
   rep.ring = buildRing(cfg);
+  rep.isrCache.clear();
   rep.adoptedTick = rep.now;
   // Leases are kept: a grant says "I back you as the primary of what you lead", and a
   // partition keeps serving under it only while this node stays its primary. Whoever takes
@@ -897,15 +901,23 @@ function holdsData(ps: PartitionState): boolean {
 }
 
 /** In-sync replicas of p in the current config: the other active members of its preference list. */
-function inSyncReplicas(rep: Replication, p: PartitionId): NodeId[] {
-  return preference(rep, p).filter((id) => id !== rep.id && statusOf(rep, id) === 'active');
-}
-
-/** Whose acknowledgements a commit needs (besides the primary's): in-sync replicas and confirmed learners. */
-function commitSet(rep: Replication, ps: PartitionState, pr: PrimaryState): NodeId[] {
-  const isr = inSyncReplicas(rep, ps.id);
-  for (const l of pr.confirmed) if (!isr.includes(l)) isr.push(l);
+/**
+ * In-sync replicas of p in the current config: the other active members of its preference
+ * list. A function of the config alone, asked on every write, ack and strong read, so it is
+ * computed once per config.
+ */
+function inSyncReplicas(rep: Replication, p: PartitionId): readonly NodeId[] {
+  let isr = rep.isrCache.get(p);
+  if (isr === undefined) rep.isrCache.set(p, (isr = preference(rep, p).filter((id) => id !== rep.id && statusOf(rep, id) === 'active')));
   return isr;
+}
+/** Whose acknowledgements a commit needs (besides the primary's): in-sync replicas and confirmed learners. */
+function commitSet(rep: Replication, ps: PartitionState, pr: PrimaryState): readonly NodeId[] {
+  const isr = inSyncReplicas(rep, ps.id);
+  if (pr.confirmed.length === 0) return isr;
+  const set = [...isr];
+  for (const l of pr.confirmed) if (!set.includes(l)) set.push(l);
+  return set;
 }
 
 /** Leave whatever role p had: unanswered writes get 'timeout' (they may still commit elsewhere). */
