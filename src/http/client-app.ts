@@ -10,7 +10,7 @@ import type { KvService } from '../runtime/kv-service.js';
 import { ApiError } from './errors.js';
 import { eventsRoutes } from './events-routes.js';
 import { kvRoutes } from './kv-routes.js';
-import type { Metrics } from './metrics.js';
+import type { LatencySeries, Metrics } from './metrics.js';
 import { opsRoutes } from './ops-routes.js';
 import { uiRoutes } from './ui-routes.js';
 import type { TokenTable } from './auth.js';
@@ -58,10 +58,13 @@ export function buildClientApp(deps: ClientAppDeps): FastifyInstance {
 
   // Callback-style hooks: an async hook costs a promise and a microtask per request.
   let inflight = 0;
+  const leave = (): void => {
+    inflight--;
+  };
   const counts = new RequestCounts(deps.metrics);
   app.addHook('onRequest', (_req, reply, done) => {
     // 'close' comes once per response, also when the client leaves first (onResponse does not).
-    reply.raw.once('close', () => inflight--);
+    reply.raw.on('close', leave);
     if (++inflight > config.limits.inflightRequestsMax) {
       done(new ApiError('unavailable', `more than ${config.limits.inflightRequestsMax} requests in progress`, 1));
       return;
@@ -70,9 +73,7 @@ export function buildClientApp(deps: ClientAppDeps): FastifyInstance {
   });
   if (deps.tokens !== null) app.addHook('onRequest', authHook(deps.tokens));
   app.addHook('onResponse', (req, reply, done) => {
-    const route = req.routeOptions.url ?? 'unmatched';
-    counts.add(route, req.method, reply.statusCode);
-    deps.metrics.latency.observe({ route, method: req.method }, reply.elapsedTime / 1000);
+    counts.add(req.routeOptions.url ?? 'unmatched', req.method, reply.statusCode, reply.elapsedTime / 1000);
     done();
   });
 
@@ -90,25 +91,30 @@ export function buildClientApp(deps: ClientAppDeps): FastifyInstance {
 }
 
 /**
- * Request counts by (route, method, code), kept in a plain map on the hot path and added
- * to the prom-client counter when /metrics is scraped (label hashing per request costs
- * more than the count itself).
+ * Request counts by (route, method, code) and latencies by (route, method), kept in plain
+ * maps on the hot path (label hashing per request costs more than the count itself): the
+ * counts are added to the prom-client counter when /metrics is scraped, the latencies go
+ * straight into their series (metrics.ts RequestLatency).
  */
 class RequestCounts {
-  private readonly pending = new Map<string, { route: string; method: string; code: string; n: number }>();
+  private readonly byRoute = new Map<string, Map<string, { readonly codes: Map<number, number>; readonly latency: LatencySeries }>>();
   constructor(private readonly metrics: Metrics) {}
 
-  add(route: string, method: string, status: number): void {
-    const k = `${status} ${method} ${route}`;
-    const e = this.pending.get(k);
-    if (e) e.n++;
-    else this.pending.set(k, { route, method, code: String(status), n: 1 });
+  add(route: string, method: string, status: number, seconds: number): void {
+    let byMethod = this.byRoute.get(route);
+    if (byMethod === undefined) this.byRoute.set(route, (byMethod = new Map()));
+    let e = byMethod.get(method);
+    if (e === undefined) byMethod.set(method, (e = { codes: new Map(), latency: this.metrics.latency.series(route, method) }));
+    e.codes.set(status, (e.codes.get(status) ?? 0) + 1);
+    this.metrics.latency.observe(e.latency, seconds);
   }
 
   flush(): void {
-    for (const e of this.pending.values()) {
-      if (e.n > 0) this.metrics.requests.inc({ route: e.route, method: e.method, code: e.code }, e.n);
-      e.n = 0;
+    for (const [route, byMethod] of this.byRoute) {
+      for (const [method, e] of byMethod) {
+        for (const [code, n] of e.codes) if (n > 0) this.metrics.requests.inc({ route, method, code: String(code) }, n);
+        e.codes.clear();
+      }
     }
   }
 }

@@ -1,11 +1,11 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import type { PeerStats } from '../net/peer-transport.js';
 
 /** One registry per node (tests run several nodes in one process). */
 export class Metrics {
   readonly registry = new Registry();
   readonly requests: Counter<'route' | 'method' | 'code'>;
-  readonly latency: Histogram<'route' | 'method'>;
+  readonly latency: RequestLatency;
   readonly versionConflicts: Counter;
   readonly keys: Gauge;
   readonly failovers: Counter;
@@ -34,13 +34,7 @@ export class Metrics {
       labelNames: ['route', 'method', 'code'],
       registers: [this.registry],
     });
-    this.latency = new Histogram({
-      name: 'ringkv_http_request_duration_seconds',
-      help: 'Client API request latency, by route and method.',
-      labelNames: ['route', 'method'],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-      registers: [this.registry],
-    });
+    this.latency = new RequestLatency(this.registry, [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]);
     this.versionConflicts = new Counter({
       name: 'ringkv_version_conflicts_total',
       help: 'Concurrent vector clocks seen for one key: evidence of split brain; must stay 0.',
@@ -194,5 +188,74 @@ export class Metrics {
         for (const status of ['active', 'down', 'joining', 'leaving']) this.set({ status }, v.members.get(status) ?? 0);
       },
     });
+  }
+}
+
+/** The latency histogram of one (route, method): cumulative counts per upper bound, then +Inf. */
+export interface LatencySeries {
+  readonly route: string;
+  readonly method: string;
+  readonly counts: Float64Array;
+  sum: number;
+  count: number;
+}
+
+/**
+ * ringkv_http_request_duration_seconds, kept as plain arrays that the request path updates
+ * directly (observe), and exported in Prometheus form when the registry is scraped.
+ * prom-client's Histogram hashes and validates its label object on every observation,
+ * which cost more per request than the rest of the metrics together.
+ */
+export class RequestLatency {
+  readonly name = 'ringkv_http_request_duration_seconds';
+  readonly help = 'Client API request latency, by route and method.';
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  private readonly all: LatencySeries[] = [];
+
+  constructor(
+    registry: Registry,
+    private readonly bounds: readonly number[],
+  ) {
+    registry.registerMetric(this as unknown as Metric);
+  }
+
+  /** A new series (the caller keeps it: one per route and method). */
+  series(route: string, method: string): LatencySeries {
+    const s: LatencySeries = { route, method, counts: new Float64Array(this.bounds.length + 1), sum: 0, count: 0 };
+    this.all.push(s);
+    return s;
+  }
+
+  observe(s: LatencySeries, seconds: number): void {
+    const b = this.bounds;
+    let i = 0;
+    while (i < b.length && seconds > b[i]!) i++;
+    s.counts[i]!++;
+    s.sum += seconds;
+    s.count++;
+  }
+
+  /** The prom-client metric object (what a registry scrape formats). */
+  get(): { name: string; help: string; type: string; aggregator: string; values: { labels: Record<string, string | number>; value: number; metricName: string }[] } {
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+    for (const s of this.all) {
+      let cumulative = 0;
+      for (let i = 0; i <= this.bounds.length; i++) {
+        cumulative += s.counts[i]!;
+        values.push({ labels: { le: i < this.bounds.length ? this.bounds[i]! : '+Inf', route: s.route, method: s.method }, value: cumulative, metricName: `${this.name}_bucket` });
+      }
+      values.push({ labels: { route: s.route, method: s.method }, value: s.sum, metricName: `${this.name}_sum` });
+      values.push({ labels: { route: s.route, method: s.method }, value: s.count, metricName: `${this.name}_count` });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  reset(): void {
+    for (const s of this.all) {
+      s.counts.fill(0);
+      s.sum = 0;
+      s.count = 0;
+    }
   }
 }

@@ -240,7 +240,9 @@ describe('ops routes', () => {
     expect(r.headers['content-type']).toContain('text/plain');
     expect(r.body).toMatch(/ringkv_http_requests_total\{route="\/v1\/kv\/\*",method="PUT",code="201",node="n1"\} 1/);
     expect(r.body).toMatch(/ringkv_http_requests_total\{route="\/v1\/kv\/\*",method="GET",code="404",node="n1"\} 1/);
-    expect(r.body).toMatch(/ringkv_http_request_duration_seconds_count\{node="n1",route="\/v1\/kv\/\*",method="GET"\} 2/);
+    expect(r.body).toMatch(/ringkv_http_request_duration_seconds_count\{route="\/v1\/kv\/\*",method="GET",node="n1"\} 2/);
+    expect(r.body).toMatch(/ringkv_http_request_duration_seconds_bucket\{le="\+Inf",route="\/v1\/kv\/\*",method="GET",node="n1"\} 2/);
+    expect(r.body).toMatch(/# TYPE ringkv_http_request_duration_seconds histogram/);
     expect(r.body).toMatch(/ringkv_keys\{node="n1"\} 1/);
     expect(r.body).toMatch(/ringkv_version_conflicts_total\{node="n1"\} 0/);
   });
