@@ -3,7 +3,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
-import type { Consistency, KvService, Precondition } from '../runtime/kv-service.js';
+import type { Consistency, GetResult, KvService, Precondition } from '../runtime/kv-service.js';
 import { ApiError } from './errors.js';
 
 const KV_PREFIX = '/v1/kv/';
@@ -33,16 +33,24 @@ export async function kvRoutes(app: FastifyInstance, opts: KvRoutesOptions): Pro
   const keyOffset = (base + KV_PREFIX).length;
   const parseKey = (req: FastifyRequest): string => parseKeyAt(req, keyOffset, limits.keyBytesMax);
 
-  app.get(base + KV_PREFIX + '*', async (req, reply) => {
-    const key = parseKey(req);
-    const q = parseQuery(getQuery, req.query);
-    const noneMatch = parseEtagList(req.headers['if-none-match'], 'If-None-Match');
-    const r = await kv.get(key, q.consistency);
+  const sendGet = (reply: FastifyReply, key: string, noneMatch: '*' | string[] | undefined, r: GetResult): FastifyReply => {
     reply.header('x-ringkv-node', r.servedBy);
     if (!r.found) throw new ApiError('not_found', `key ${JSON.stringify(key)} not found`);
     reply.header('etag', `"${r.version}"`);
     if (noneMatch !== undefined && (noneMatch === '*' || noneMatch.includes(r.version))) return reply.code(304).send();
     return reply.type('application/octet-stream').send(Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength));
+  };
+  // Not an async function: most gets are answered at once (getNow), without a promise.
+  app.get(base + KV_PREFIX + '*', (req, reply) => {
+    const key = parseKey(req);
+    const q = parseQuery(getQuery, req.query);
+    const noneMatch = parseEtagList(req.headers['if-none-match'], 'If-None-Match');
+    const now = kv.getNow?.(key, q.consistency) ?? null;
+    if (now !== null) {
+      sendGet(reply, key, noneMatch, now);
+      return;
+    }
+    return kv.get(key, q.consistency).then((r) => sendGet(reply, key, noneMatch, r));
   });
 
   app.put(base + KV_PREFIX + '*', async (req, reply) => {

@@ -172,18 +172,26 @@ export class KvDriver extends EventEmitter {
   submit(op: ClientOp): Promise<ClientResult> {
     if (this.stopped || !this.started) return Promise.resolve({ status: 'unavailable', reason: 'no-primary' });
     this.catchUpTicks();
-    if (op.type === 'get' && !this.view.holdsStaged(partitionOf(op.key, this.config().partitions), op.key)) {
-      // Nothing of this key waits for a write: the answer shows only durable records, so it
-      // need not wait behind other keys' writes (a primary's committed records are durable:
-      // its appends leave only after its own write). Linearizability is per key.
-      const now = readNowKv(this.node, op);
-      if (now !== null) return Promise.resolve(now);
-    }
+    const now = this.answerNow(op);
+    if (now !== null) return Promise.resolve(now);
     const requestId = `${this.opts.id}-${process.pid}-c${++this.nextRequest}`;
     return new Promise((resolve) => {
       this.waitingClient.set(requestId, resolve);
       this.apply(submitKv(this.node, requestId, op, Date.now()));
     });
+  }
+
+  /**
+   * The answer to a get that needs no write and no wait, or null: submit() then queues it.
+   * A get whose key has nothing staged for a write shows only durable records, so it need
+   * not wait behind other keys' writes (a primary's committed records are durable: its
+   * appends leave only after its own write). Linearizability is per key.
+   */
+  answerNow(op: ClientOp): ClientResult | null {
+    if (this.stopped || !this.started || op.type !== 'get') return null;
+    this.catchUpTicks();
+    if (this.view.holdsStaged(partitionOf(op.key, this.config().partitions), op.key)) return null;
+    return readNowKv(this.node, op);
   }
 
   /** An admin change. Resolves within the core's proposal timeout, never hangs. */

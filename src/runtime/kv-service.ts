@@ -34,6 +34,12 @@ export interface ListResult {
 
 export interface KvService {
   get(key: string, consistency: Consistency): Promise<GetResult>;
+  /**
+   * The answer get() would give, when this node has it at once (no forward, no wait);
+   * else null. Throws the ApiError get() would reject with. Optional: saves a promise
+   * chain on the hottest path.
+   */
+  getNow?(key: string, consistency: Consistency): GetResult | null;
   /** Rejects with ApiError precondition_failed when the precondition does not hold. */
   put(key: string, value: Uint8Array, cond: Precondition): Promise<PutResult>;
   /** Rejects with ApiError not_found when absent, precondition_failed on a failed If-Match. */

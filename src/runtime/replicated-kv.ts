@@ -90,15 +90,24 @@ export class ReplicatedKv implements KvService {
     private readonly forward: boolean,
   ) {}
 
+  getNow(key: string, consistency: Consistency): GetResult | null {
+    const r = this.driver.answerNow(toOp(key, 'get', consistency));
+    if (r === null || r.status === 'not_primary') return null;
+    failIfError(key, r);
+    return this.getResult(r);
+  }
+
+  private getResult(r: ClientResult): GetResult {
+    if (r.status === 'ok') return { found: true, value: r.value ?? new Uint8Array(), version: r.version, servedBy: this.self };
+    if (r.status === 'not_found') return { found: false, servedBy: this.self };
+    throw new ApiError('internal', `unexpected result ${r.status} for a get`);
+  }
+
   get(key: string, consistency: Consistency): Promise<GetResult> {
     return this.run<GetResult>(
       key,
       toOp(key, 'get', consistency),
-      (r) => {
-        if (r.status === 'ok') return { found: true, value: r.value ?? new Uint8Array(), version: r.version, servedBy: this.self };
-        if (r.status === 'not_found') return { found: false, servedBy: this.self };
-        throw new ApiError('internal', `unexpected result ${r.status} for a get`);
-      },
+      (r) => this.getResult(r),
       async (url, signal) => {
         const res = await this.call(url, 'GET', key, consistency === 'stale' ? '?consistency=stale' : '', {}, undefined, true, signal);
         if (res.status === 200) return { found: true, value: res.body, version: etagOf(res.headers), servedBy: servedBy(res.headers) };
