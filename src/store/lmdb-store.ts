@@ -92,9 +92,12 @@ export class LmdbStore implements Store {
     // Puts and removes issued in one synchronous run are committed in one LMDB transaction
     // (lmdb-js batches an event turn's writes, in order, on its writer thread), with no
     // round trip to the main thread. No transaction callbacks: they do not keep their
-    // place among the plain writes queued around them.
-    for (const op of ops) {
-      const issued = op.kind === 'remove-partition' ? this.dropPartition(op.partition, gen) : this.writeOne(op, gen);
+    // place among the plain writes queued around them. Records are encoded before anything
+    // is issued: a record that cannot be stored fails the whole write, not half of it.
+    const encoded = ops.map((op) => (op.kind === 'put' ? encodeRecord(op.record) : null));
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i]!;
+      const issued = op.kind === 'remove-partition' ? this.dropPartition(op.partition, gen) : this.writeOne(op, encoded[i]!, gen);
       if (issued !== null) this.lastIssued = issued;
     }
     // Commits complete in issue order: the last write issued (maybe an earlier call's, if
@@ -122,13 +125,13 @@ export class LmdbStore implements Store {
     return done;
   }
 
-  private writeOne(op: Exclude<WriteOp, { kind: 'remove-partition' }>, gen: number): Promise<unknown> {
+  private writeOne(op: Exclude<WriteOp, { kind: 'remove-partition' }>, record: Buffer | null, gen: number): Promise<unknown> {
     switch (op.kind) {
       case 'put': {
         const live = op.record.value !== null;
         this.countLive(op.partition, (live ? 1 : 0) - (this.wasLive(op.partition, op.key) ? 1 : 0));
         this.setPending(op.partition, op.key, live, gen);
-        return this.data.put([op.partition, op.key], encodeRecord(op.record));
+        return this.data.put([op.partition, op.key], record!);
       }
       case 'remove': {
         if (this.wasLive(op.partition, op.key)) this.countLive(op.partition, -1);
