@@ -900,7 +900,6 @@ function holdsData(ps: PartitionState): boolean {
   return ps.meta.pos === null || comparePositions(ps.meta.pos, emptyPosition) !== 0 || ps.meta.history.length > 0;
 }
 
-/** In-sync replicas of p in the current config: the other active members of its preference list. */
 /**
  * In-sync replicas of p in the current config: the other active members of its preference
  * list. A function of the config alone, asked on every write, ack and strong read, so it is
@@ -911,6 +910,7 @@ function inSyncReplicas(rep: Replication, p: PartitionId): readonly NodeId[] {
   if (isr === undefined) rep.isrCache.set(p, (isr = preference(rep, p).filter((id) => id !== rep.id && statusOf(rep, id) === 'active')));
   return isr;
 }
+
 /** Whose acknowledgements a commit needs (besides the primary's): in-sync replicas and confirmed learners. */
 function commitSet(rep: Replication, ps: PartitionState, pr: PrimaryState): readonly NodeId[] {
   const isr = inSyncReplicas(rep, ps.id);
