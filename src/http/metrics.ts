@@ -87,6 +87,17 @@ export class Metrics {
       registers: [this.registry],
     });
     const rview = () => this.replication?.();
+    // A gauge of one value read at each scrape from a runtime view; left unset while the view is not there yet.
+    const scalar = (name: string, help: string, read: () => number | undefined) =>
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          const v = read();
+          if (v !== undefined) this.set(v);
+        },
+      });
     new Gauge({
       name: 'ringkv_replication_lag_entries',
       help: 'Per partition this node is the serving primary of: writes its slowest follower has not yet persisted.',
@@ -110,24 +121,12 @@ export class Metrics {
         this.set({ state: 'serving' }, v.serving);
       },
     });
-    new Gauge({
-      name: 'ringkv_in_sync_replicas_min',
-      help: 'The fewest in-sync copies (primary included) of any partition this node is the primary of.',
-      registers: [this.registry],
-      collect() {
-        const v = rview();
-        if (v) this.set(v.inSyncMin);
-      },
-    });
-    new Gauge({
-      name: 'ringkv_copy_rate_bytes_per_second',
-      help: 'The rate this node may receive partition copies at now: limits.transferBytesPerSecond, lowered while copies queue behind other work.',
-      registers: [this.registry],
-      collect() {
-        const v = rview();
-        if (v) this.set(v.copyRate);
-      },
-    });
+    scalar('ringkv_in_sync_replicas_min', 'The fewest in-sync copies (primary included) of any partition this node is the primary of.', () => rview()?.inSyncMin);
+    scalar(
+      'ringkv_copy_rate_bytes_per_second',
+      'The rate this node may receive partition copies at now: limits.transferBytesPerSecond, lowered while copies queue behind other work.',
+      () => rview()?.copyRate,
+    );
     const peers = () => this.peers?.();
     // Per-peer figures kept by the transport, copied at each scrape (a counter's total too:
     // reset, then added once). Counters and gauges alike have reset() and inc().
@@ -149,33 +148,12 @@ export class Metrics {
     new Counter(perPeer('ringkv_peer_stream_failures_total', 'Message streams to each peer that failed to open, or were lost or replaced once open.', (s) => s.streamFailures));
     new Gauge(perPeer('ringkv_peer_stream_up', '1 while the message stream to a peer is open.', (s) => (s.streamOpen ? 1 : 0)));
     new Gauge(perPeer('ringkv_peer_queued_messages', 'Protocol messages waiting for the stream to a peer.', (s) => s.queued));
-    new Gauge({
-      name: 'ringkv_peer_streams_inbound',
-      help: 'Message streams other nodes have open to this node.',
-      registers: [this.registry],
-      collect() {
-        const v = peers();
-        if (v) this.set(v.inboundStreams);
-      },
-    });
+    scalar('ringkv_peer_streams_inbound', 'Message streams other nodes have open to this node.', () => peers()?.inboundStreams);
     const view = () => this.cluster?.();
-    new Gauge({
-      name: 'ringkv_cluster_epoch',
-      help: 'The membership config epoch this node is at.',
-      registers: [this.registry],
-      collect() {
-        const v = view();
-        if (v) this.set(v.epoch);
-      },
-    });
-    new Gauge({
-      name: 'ringkv_cluster_is_leader',
-      help: '1 if this node is the Paxos leader of the membership log.',
-      registers: [this.registry],
-      collect() {
-        const v = view();
-        if (v) this.set(v.isLeader ? 1 : 0);
-      },
+    scalar('ringkv_cluster_epoch', 'The membership config epoch this node is at.', () => view()?.epoch);
+    scalar('ringkv_cluster_is_leader', '1 if this node is the Paxos leader of the membership log.', () => {
+      const v = view();
+      return v === undefined ? undefined : v.isLeader ? 1 : 0;
     });
     new Gauge({
       name: 'ringkv_cluster_members',
