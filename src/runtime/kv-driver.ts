@@ -78,6 +78,9 @@ export interface RepEventInfo {
   readonly failoverMs: number | null;
 }
 
+/** Store writes a driver keeps in flight before it gathers turns into the next one. */
+const maxWritesInFlight = 1;
+
 export class KvDriver extends EventEmitter {
   readonly node: KvNode;
   readonly tickMs: number;
@@ -98,6 +101,10 @@ export class KvDriver extends EventEmitter {
   private pendingReadies: KvReady[] = [];
   /** The Readies of this event-loop turn, carried out together at its end (flushTurn). */
   private turn: { ops: WriteOp[]; gen: number; readies: KvReady[] } | null = null;
+  /** A flushTurn is scheduled (setImmediate) for `turn`. */
+  private flushScheduled = false;
+  /** Store writes issued and not durable yet (group commit: see apply). */
+  private writesInFlight = 0;
   readonly pacer: CopyPacer;
   private pacedRate: number;
 
@@ -311,7 +318,11 @@ export class KvDriver extends EventEmitter {
     if (!hasOps && m.send.length === 0 && rep.send.length === 0 && m.replies.length === 0 && rep.replies.length === 0) return;
     if (this.turn === null) {
       this.turn = { ops: [], gen: 0, readies: [] };
-      setImmediate(() => this.flushTurn());
+      // Group commit: while a store write is in flight, the turns that follow gather into
+      // one, written as soon as it is durable (writeDone). Their sends and replies could not
+      // leave before it anyway, and one commit of many records costs about what a commit of
+      // a few does (the fsync dominates).
+      if (this.writesInFlight < maxWritesInFlight) this.scheduleFlush();
     }
     const t = this.turn;
     for (const op of m.persist) t.ops.push(...membershipWriteOps(op));
@@ -324,11 +335,16 @@ export class KvDriver extends EventEmitter {
   private flushTurn(): void {
     const t = this.turn;
     this.turn = null;
+    this.flushScheduled = false;
     if (t === null) return;
     let written: Promise<void> | null = null;
     if (t.ops.length > 0) {
       written = this.opts.store.write(t.ops);
-      written.catch(() => undefined); // handled by the chain below
+      this.writesInFlight++;
+      written.then(
+        () => this.writeDone(),
+        () => undefined, // handled by the chain below
+      );
     }
     const prev = this.chain;
     this.chain = (async () => {
@@ -342,6 +358,18 @@ export class KvDriver extends EventEmitter {
       this.opts.logger.fatal({ err: e }, 'cannot persist node state; stopping');
       process.exit(70);
     });
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flushTurn());
+  }
+
+  /** A store write is durable: the turns gathered meanwhile are written now. */
+  private writeDone(): void {
+    this.writesInFlight--;
+    if (this.turn !== null && !this.flushScheduled && !this.stopped) this.flushTurn();
   }
 
   private sendAndReply(r: KvReady): void {

@@ -1,0 +1,197 @@
+// The lmdb engine's write-ahead log: what a reader sees is what the memory engine (the
+// model) would show after the same writes, whichever of them are still in the log's memory
+// layer, being checkpointed, or in the B-tree; acknowledged writes survive kill -9; a torn
+// last append is dropped, corruption elsewhere stops the open with its place.
+import { spawn } from 'node:child_process';
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
+import { partitionId } from '../../src/core/types.js';
+import type { VectorClock } from '../../src/core/vector-clock.js';
+import { LmdbStore } from '../../src/store/lmdb-store.js';
+import { MemoryStore } from '../../src/store/memory-store.js';
+import type { Store, WriteOp } from '../../src/store/store.js';
+import { encodeRecord } from '../../src/store/record-codec.js';
+import { WriteAheadLog } from '../../src/store/wal.js';
+import { encodeOps } from '../../src/store/wal-ops.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+const tmp = (): string => {
+  const d = mkdtempSync(join(tmpdir(), 'ringkv-wal-'));
+  dirs.push(d);
+  return d;
+};
+
+const KEYS = ['', 'a', 'ab', 'b', 'é', '😀', 'z'];
+const PARTS = [0, 1, 2];
+
+const opArb: fc.Arbitrary<WriteOp> = fc.oneof(
+  { weight: 6, arbitrary: fc.tuple(fc.constantFrom(...PARTS), fc.constantFrom(...KEYS), fc.option(fc.string({ maxLength: 6 }), { freq: 4 }), fc.nat(50)).map(
+    ([p, key, v, n]): WriteOp => ({
+      kind: 'put',
+      partition: partitionId(p),
+      key,
+      record: { value: v === null ? null : new TextEncoder().encode(v), clock: [['n1', n + 1]] as unknown as VectorClock, epoch: 1, seq: n },
+    }),
+  ) },
+  { weight: 2, arbitrary: fc.tuple(fc.constantFrom(...PARTS), fc.constantFrom(...KEYS)).map(([p, key]): WriteOp => ({ kind: 'remove', partition: partitionId(p), key })) },
+  { weight: 1, arbitrary: fc.constantFrom(...PARTS).map((p): WriteOp => ({ kind: 'remove-partition', partition: partitionId(p) })) },
+  { weight: 1, arbitrary: fc.tuple(fc.constantFrom('m/1', 'm/2', 'n/1'), fc.nat(9)).map(([key, n]): WriteOp => ({ kind: 'meta', key, value: { n, list: [n, 'x'] } })) },
+  { weight: 1, arbitrary: fc.constantFrom('m/1', 'm/2', 'n/1').map((key): WriteOp => ({ kind: 'meta-remove', key })) },
+);
+
+type Step = { kind: 'write'; ops: WriteOp[]; wait: boolean } | { kind: 'settle' } | { kind: 'reopen' };
+const stepArb: fc.Arbitrary<Step> = fc.oneof(
+  { weight: 8, arbitrary: fc.tuple(fc.array(opArb, { minLength: 1, maxLength: 5 }), fc.boolean()).map(([ops, wait]): Step => ({ kind: 'write', ops, wait })) },
+  { weight: 2, arbitrary: fc.constant<Step>({ kind: 'settle' }) },
+  { weight: 1, arbitrary: fc.constant<Step>({ kind: 'reopen' }) },
+);
+
+/** Everything a reader can see, in a comparable form. */
+function view(s: Store): unknown {
+  const dec = (v: Uint8Array | null): string | null => (v === null ? null : new TextDecoder().decode(v));
+  return {
+    count: s.countKeys(),
+    gets: PARTS.flatMap((p) => KEYS.map((k) => { const r = s.get(partitionId(p), k); return r === undefined ? null : [dec(r.value), r.clock]; })),
+    scans: PARTS.flatMap((p) =>
+      [true, false].flatMap((includeTombstones) =>
+        [{ prefix: '', after: '' }, { prefix: 'a', after: '' }, { prefix: '', after: 'ab' }].map((o) =>
+          s.scan(partitionId(p), { ...o, limit: 3, includeTombstones }).map((r) => [r.key, dec(r.record.value)]),
+        ),
+      ),
+    ),
+    meta: ['m/1', 'm/2', 'n/1'].map((k) => s.getMeta(k) ?? null),
+    scanMeta: s.scanMeta('m/'),
+  };
+}
+
+describe('lmdb store with its write-ahead log', () => {
+  it('shows exactly what the memory engine shows, across checkpoints and reopens (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 25 }), fc.constantFrom(1, 1_000_000), async (steps, interval) => {
+        const dir = tmp();
+        const open = (): LmdbStore => new LmdbStore({ path: dir, fsync: false, mapSizeBytes: 32 * 1024 * 1024, checkpointIntervalMs: interval });
+        let s = open();
+        const model = new MemoryStore();
+        let inFlight: Promise<void>[] = [];
+        try {
+          for (const step of steps) {
+            if (step.kind === 'write') {
+              inFlight.push(s.write(step.ops));
+              await model.write(step.ops);
+              if (!step.wait) continue;
+              await Promise.all(inFlight);
+            } else if (step.kind === 'settle') {
+              await Promise.all(inFlight);
+              await new Promise((r) => setTimeout(r, 5));
+            } else {
+              await Promise.all(inFlight);
+              await s.close();
+              s = open();
+            }
+            inFlight = [];
+            expect(view(s)).toEqual(view(model));
+          }
+          await Promise.all(inFlight);
+          expect(view(s)).toEqual(view(model));
+        } finally {
+          await s.close();
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }),
+      { numRuns: 60 },
+    );
+  }, 60_000);
+
+  it('keeps every acknowledged write through kill -9, and drops a torn last append', async () => {
+    const dir = tmp();
+    const storeJs = fileURLToPath(new URL('../../dist/store/lmdb-store.js', import.meta.url));
+    // A child writes batches as fast as it can (fsync on), prints each batch once it is
+    // acknowledged, and is killed with SIGKILL while writes are in flight.
+    const script = `
+      import { LmdbStore } from ${JSON.stringify(storeJs)};
+      const s = new LmdbStore({ path: ${JSON.stringify(dir)}, fsync: true, mapSizeBytes: 64 * 1024 * 1024, checkpointIntervalMs: 20 });
+      const rec = (i) => ({ value: Buffer.from('v' + i), clock: [['n1', i + 1]], epoch: 1, seq: i + 1 });
+      let i = 0;
+      const one = async () => {
+        for (;;) {
+          const b = i++;
+          const ops = [0, 1, 2, 3].map((j) => ({ kind: 'put', partition: (b * 4 + j) % 7, key: 'k' + (b * 4 + j), record: rec(b * 4 + j) }));
+          if (b % 50 === 49) ops.push({ kind: 'remove-partition', partition: 6 });
+          ops.push({ kind: 'meta', key: 'batch/' + String(b).padStart(8, '0'), value: { b } });
+          await s.write(ops);
+          process.stdout.write('acked ' + b + '\\n');
+        }
+      };
+      for (let c = 0; c < 8; c++) one();
+    `;
+    const file = join(dir, '..', `wal-child-${process.pid}-${Date.now()}.mjs`);
+    writeFileSync(file, script);
+    dirs.push(file);
+    const child = spawn(process.execPath, [file], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const acked: number[] = [];
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split('\n');
+      buf = lines.pop()!;
+      for (const l of lines) if (l.startsWith('acked ')) acked.push(Number(l.slice(6)));
+      if (acked.length >= 3000 && child.exitCode === null && !child.killed) child.kill('SIGKILL');
+    });
+    await new Promise((r) => child.on('exit', r));
+    expect(acked.length).toBeGreaterThanOrEqual(3000);
+    // The log still holds frames (nothing closed it); a torn append at its end is dropped.
+    const segments = readdirSync(dir).filter((n) => n.startsWith('wal-')).sort();
+    expect(segments.length).toBeGreaterThan(0);
+    appendFileSync(join(dir, segments[segments.length - 1]!), Buffer.from([200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]));
+
+    const s = new LmdbStore({ path: dir, fsync: true, mapSizeBytes: 64 * 1024 * 1024 });
+    try {
+      for (const b of acked) {
+        expect(s.getMeta(`batch/${String(b).padStart(8, '0')}`)).toEqual({ b });
+        for (let j = 0; j < 4; j++) {
+          const k = b * 4 + j;
+          const p = k % 7;
+          if (p === 6) continue; // dropped by a later remove-partition, maybe
+          expect(new TextDecoder().decode(s.get(partitionId(p), `k${k}`)!.value!)).toBe(`v${k}`);
+        }
+      }
+      // The replay went into the B-tree and the log was started afresh.
+      expect(readdirSync(dir).filter((n) => n.startsWith('wal-')).length).toBe(1);
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
+
+  it('refuses to open when a frame before the last segment is corrupt, naming the file and byte', async () => {
+    const dir = tmp();
+    const wal = new WriteAheadLog(dir, false, 1);
+    const rec = { value: new TextEncoder().encode('v'), clock: [['n1', 1]] as unknown as VectorClock, epoch: 1, seq: 1 };
+    const ops: WriteOp[] = [{ kind: 'put', partition: partitionId(0), key: 'a', record: rec }];
+    await wal.append(encodeOps(ops, [encodeRecord(rec)]), () => undefined).done;
+    await wal.idle();
+    wal.close();
+    const segment = readdirSync(dir).find((n) => n.startsWith('wal-'))!;
+    // Intact, it replays.
+    let s = new LmdbStore({ path: dir, fsync: false, mapSizeBytes: 32 * 1024 * 1024 });
+    expect(new TextDecoder().decode(s.get(partitionId(0), 'a')!.value!)).toBe('v');
+    await s.close();
+    // Damaged, with a later segment after it: corruption, not a torn tail.
+    const w2 = new WriteAheadLog(dir, false, 1);
+    await w2.append(encodeOps(ops, [encodeRecord(rec)]), () => undefined).done;
+    w2.close();
+    writeFileSync(join(dir, 'wal-00000000000000ff.log'), Buffer.alloc(0));
+    const bytes = readFileSync(join(dir, segment));
+    bytes[20]! ^= 0xff;
+    writeFileSync(join(dir, segment), bytes);
+    expect(() => new LmdbStore({ path: dir, fsync: false, mapSizeBytes: 32 * 1024 * 1024 })).toThrow(`${join(dir, segment)} is corrupt at byte 0: a CRC mismatch`);
+    s = new LmdbStore({ path: join(dir, 'other'), fsync: false, mapSizeBytes: 32 * 1024 * 1024 }); // the node still opens stores
+    await s.close();
+  });
+});
