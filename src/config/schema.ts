@@ -82,7 +82,7 @@ export const configSchema = z
     storage: z
       .strictObject({
         engine: z.enum(['lmdb', 'memory']).default('lmdb'), // memory is for tests only: it forgets everything on exit
-        fsync: z.boolean().default(true), // fsync every commit; false trades durability on power loss for speed
+        fsync: z.boolean().default(true), // sync the write-ahead log per append and LMDB per checkpoint; false trades durability on power loss for speed
         mapSizeBytes: z.number().int().min(1 << 20).default(8 * 1024 ** 3), // lmdb address-space reservation (not disk usage)
       })
       .prefault({}),

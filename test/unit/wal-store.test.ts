@@ -3,7 +3,7 @@
 // layer, being checkpointed, or in the B-tree; acknowledged writes survive kill -9; a torn
 // last append is dropped, corruption elsewhere stops the open with its place.
 import { spawn } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,11 +46,12 @@ const opArb: fc.Arbitrary<WriteOp> = fc.oneof(
   { weight: 1, arbitrary: fc.constantFrom('m/1', 'm/2', 'n/1').map((key): WriteOp => ({ kind: 'meta-remove', key })) },
 );
 
-type Step = { kind: 'write'; ops: WriteOp[]; wait: boolean } | { kind: 'settle' } | { kind: 'reopen' };
+type Step = { kind: 'write'; ops: WriteOp[]; wait: boolean } | { kind: 'settle' } | { kind: 'reopen' } | { kind: 'crash' };
 const stepArb: fc.Arbitrary<Step> = fc.oneof(
   { weight: 8, arbitrary: fc.tuple(fc.array(opArb, { minLength: 1, maxLength: 5 }), fc.boolean()).map(([ops, wait]): Step => ({ kind: 'write', ops, wait })) },
   { weight: 2, arbitrary: fc.constant<Step>({ kind: 'settle' }) },
   { weight: 1, arbitrary: fc.constant<Step>({ kind: 'reopen' }) },
+  { weight: 1, arbitrary: fc.constant<Step>({ kind: 'crash' }) },
 );
 
 /** Everything a reader can see, in a comparable form. */
@@ -75,7 +76,7 @@ describe('lmdb store with its write-ahead log', () => {
   it('shows exactly what the memory engine shows, across checkpoints and reopens (property)', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 25 }), fc.constantFrom(1, 1_000_000), async (steps, interval) => {
-        const dir = tmp();
+        let dir = tmp();
         const open = (): LmdbStore => new LmdbStore({ path: dir, fsync: false, mapSizeBytes: 32 * 1024 * 1024, checkpointIntervalMs: interval });
         let s = open();
         const model = new MemoryStore();
@@ -90,9 +91,19 @@ describe('lmdb store with its write-ahead log', () => {
             } else if (step.kind === 'settle') {
               await Promise.all(inFlight);
               await new Promise((r) => setTimeout(r, 5));
-            } else {
+            } else if (step.kind === 'reopen' || interval === 1) {
               await Promise.all(inFlight);
               await s.close();
+              s = open();
+            } else {
+              // A crash: the files as they are (no checkpoint ran: the interval is long), opened
+              // as a copy while the first store still runs; the copy must replay its log.
+              await Promise.all(inFlight);
+              const copy = tmp();
+              cpSync(dir, copy, { recursive: true });
+              await s.close();
+              rmSync(dir, { recursive: true, force: true });
+              dir = copy;
               s = open();
             }
             inFlight = [];
