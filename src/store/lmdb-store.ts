@@ -4,7 +4,7 @@ import type { PartitionId } from '../core/types.js';
 import type { ScanOptions, Store, StoredRecord, WriteOp } from './store.js';
 import { compareUtf8, inRange } from './scan.js';
 import { decodeRecord, encodeRecord, isLiveRecord } from './record-codec.js';
-import { readWal, WriteAheadLog } from './wal.js';
+import { FRAME_HEADER_BYTES, readWal, WriteAheadLog } from './wal.js';
 import { decodeOps, encodeOps } from './wal-ops.js';
 
 interface LmdbOptions {
@@ -221,7 +221,7 @@ export class LmdbStore implements Store {
     const encoded = ops.map((op) =>
       op.kind === 'put' ? encodeRecord(op.record) : op.kind === 'meta' ? Buffer.from(this.metaCodec().encode(op.value)) : null,
     );
-    const { lsn, done } = this.wal.append(encodeOps(ops, encoded), () => this.apply(ops, encoded, lsn));
+    const { lsn, done } = this.wal.append(encodeOps(ops, encoded, FRAME_HEADER_BYTES), () => this.apply(ops, encoded, lsn));
     return done;
   }
 
@@ -234,7 +234,12 @@ export class LmdbStore implements Store {
         case 'put': {
           const live = op.record.value !== null;
           this.countLive(op.partition, (live ? 1 : 0) - (this.isLive(op.partition, op.key) ? 1 : 0));
-          this.partOf(l, op.partition).recs.set(op.key, { record: op.record, bytes: encoded[i]! });
+          // The value is read from the encoded record (it ends it), not from the caller's
+          // buffer: a record must not pin a whole request or copy chunk until the checkpoint.
+          const bytes = encoded[i]!;
+          const v = op.record.value;
+          const record = v === null ? op.record : { ...op.record, value: bytes.subarray(bytes.length - v.byteLength) };
+          this.partOf(l, op.partition).recs.set(op.key, { record, bytes });
           l.bytes += encoded[i]!.length + op.key.length;
           break;
         }

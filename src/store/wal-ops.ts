@@ -25,9 +25,13 @@ export type LoggedOp =
   | { readonly kind: 'meta'; readonly key: string; readonly bytes: Buffer }
   | { readonly kind: 'meta-remove'; readonly key: string };
 
-/** `encoded[i]` is op i's encoded record (put) or metadata value (meta); null otherwise. */
-export function encodeOps(ops: readonly WriteOp[], encoded: readonly (Buffer | null)[]): Buffer {
-  let size = 4;
+/**
+ * `encoded[i]` is op i's encoded record (put) or metadata value (meta); null otherwise.
+ * The payload starts after `reserve` bytes left unwritten (room for the frame header, so
+ * that the log need not copy the payload into a frame).
+ */
+export function encodeOps(ops: readonly WriteOp[], encoded: readonly (Buffer | null)[], reserve = 0): Buffer {
+  let size = reserve + 4;
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i]!;
     size += 1;
@@ -36,7 +40,7 @@ export function encodeOps(ops: readonly WriteOp[], encoded: readonly (Buffer | n
     if (op.kind === 'put' || op.kind === 'meta') size += 4 + encoded[i]!.length;
   }
   const b = Buffer.allocUnsafe(size);
-  let o = b.writeUInt32LE(ops.length, 0);
+  let o = b.writeUInt32LE(ops.length, reserve);
   const str = (s: string): void => {
     const n = b.write(s, o + 4, 'utf8');
     b.writeUInt32LE(n, o);

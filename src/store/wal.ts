@@ -17,7 +17,9 @@ import { closeSync, constants, fsyncSync, ftruncateSync, openSync, readdirSync, 
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 
-const HEADER = 16;
+/** Bytes of a frame before its payload. */
+export const FRAME_HEADER_BYTES = 16;
+const HEADER = FRAME_HEADER_BYTES;
 const SEGMENT_RE = /^wal-([0-9a-f]{16})\.log$/;
 /** A segment is closed and a new one begun once it holds this much. */
 const SEGMENT_BYTES = 64 * 1024 * 1024;
@@ -122,16 +124,15 @@ export class WriteAheadLog {
   }
 
   /**
-   * Appends one frame. `onDurable` runs once it is on disk, in LSN order with the other
-   * frames' and before the returned promise resolves. Rejects on an I/O error, after which
-   * every append fails: what is on disk is no longer known.
+   * Appends one frame: `frame` is FRAME_HEADER_BYTES left for the header, then the payload.
+   * `onDurable` runs once it is on disk, in LSN order with the other frames' and before
+   * the returned promise resolves. Rejects on an I/O error, after which every append
+   * fails: what is on disk is no longer known.
    */
-  append(payload: Buffer, onDurable: () => void): { lsn: number; done: Promise<void> } {
+  append(frame: Buffer, onDurable: () => void): { lsn: number; done: Promise<void> } {
     const lsn = this.nextLsn++;
-    const frame = Buffer.allocUnsafe(HEADER + payload.length);
-    frame.writeUInt32LE(payload.length, 0);
+    frame.writeUInt32LE(frame.length - HEADER, 0);
     frame.writeDoubleLE(lsn, 8);
-    payload.copy(frame, HEADER);
     frame.writeUInt32LE(crc32(frame.subarray(8)), 4);
     const done = new Promise<void>((resolve, reject) => {
       if (this.failed !== null) return reject(this.failed);

@@ -15,7 +15,7 @@ import { LmdbStore } from '../../src/store/lmdb-store.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import type { Store, WriteOp } from '../../src/store/store.js';
 import { encodeRecord } from '../../src/store/record-codec.js';
-import { WriteAheadLog } from '../../src/store/wal.js';
+import { FRAME_HEADER_BYTES, WriteAheadLog } from '../../src/store/wal.js';
 import { encodeOps } from '../../src/store/wal-ops.js';
 
 const dirs: string[] = [];
@@ -185,7 +185,7 @@ describe('lmdb store with its write-ahead log', () => {
     const wal = new WriteAheadLog(dir, false, 1);
     const rec = { value: new TextEncoder().encode('v'), clock: [['n1', 1]] as unknown as VectorClock, epoch: 1, seq: 1 };
     const ops: WriteOp[] = [{ kind: 'put', partition: partitionId(0), key: 'a', record: rec }];
-    await wal.append(encodeOps(ops, [encodeRecord(rec)]), () => undefined).done;
+    await wal.append(encodeOps(ops, [encodeRecord(rec)], FRAME_HEADER_BYTES), () => undefined).done;
     await wal.idle();
     wal.close();
     const segment = readdirSync(dir).find((n) => n.startsWith('wal-'))!;
@@ -195,7 +195,7 @@ describe('lmdb store with its write-ahead log', () => {
     await s.close();
     // Damaged, with a later segment after it: corruption, not a torn tail.
     const w2 = new WriteAheadLog(dir, false, 1);
-    await w2.append(encodeOps(ops, [encodeRecord(rec)]), () => undefined).done;
+    await w2.append(encodeOps(ops, [encodeRecord(rec)], FRAME_HEADER_BYTES), () => undefined).done;
     w2.close();
     writeFileSync(join(dir, 'wal-00000000000000ff.log'), Buffer.alloc(0));
     const bytes = readFileSync(join(dir, segment));
