@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import type { PeerStats } from '../net/peer-transport.js';
+import type { StoreStats } from '../store/store.js';
 
 /** One registry per node (tests run several nodes in one process). */
 export class Metrics {
@@ -25,7 +26,7 @@ export class Metrics {
   /** Set by the runtime once membership runs: the cluster facts exported as gauges. */
   cluster: (() => { epoch: number; isLeader: boolean; members: Map<string, number> }) | null = null;
 
-  constructor(nodeId: string, countKeys: () => number) {
+  constructor(nodeId: string, countKeys: () => number, storeStats: () => StoreStats | undefined = () => undefined) {
     this.registry.setDefaultLabels({ node: nodeId });
     collectDefaultMetrics({ register: this.registry, prefix: 'ringkv_' });
     this.requests = new Counter({
@@ -149,6 +150,26 @@ export class Metrics {
     new Gauge(perPeer('ringkv_peer_stream_up', '1 while the message stream to a peer is open.', (s) => (s.streamOpen ? 1 : 0)));
     new Gauge(perPeer('ringkv_peer_queued_messages', 'Protocol messages waiting for the stream to a peer.', (s) => s.queued));
     scalar('ringkv_peer_streams_inbound', 'Message streams other nodes have open to this node.', () => peers()?.inboundStreams);
+    // The store's totals are kept by the store: copied at each scrape, as the per-peer ones.
+    const storeTotal = (name: string, help: string, pick: (s: StoreStats) => number) =>
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          const s = storeStats();
+          if (s === undefined) return;
+          this.reset();
+          this.inc(pick(s));
+        },
+      });
+    storeTotal('ringkv_store_log_appends_total', 'Fsynced appends to the write-ahead log (each carries one or more store writes).', (s) => s.logAppends);
+    storeTotal('ringkv_store_log_writes_total', 'Store writes logged, one frame each (a write carries the ops of one or more event-loop turns).', (s) => s.logFrames);
+    storeTotal('ringkv_store_log_bytes_total', 'Bytes appended to the write-ahead log.', (s) => s.logBytes);
+    storeTotal('ringkv_store_checkpoints_total', 'Checkpoints committed: durable writes carried from memory into LMDB.', (s) => s.checkpoints);
+    scalar('ringkv_store_log_segments', 'Write-ahead log segment files on disk.', () => storeStats()?.logSegments);
+    scalar('ringkv_store_last_checkpoint_seconds', 'How long the latest checkpoint took to commit into LMDB (fsync included).', () => storeStats()?.lastCheckpointSeconds);
+    scalar('ringkv_store_unflushed_bytes', 'Bytes of durable writes held in memory until their checkpoint commits.', () => storeStats()?.unflushedBytes);
     const view = () => this.cluster?.();
     scalar('ringkv_cluster_epoch', 'The membership config epoch this node is at.', () => view()?.epoch);
     scalar('ringkv_cluster_is_leader', '1 if this node is the Paxos leader of the membership log.', () => {

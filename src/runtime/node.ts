@@ -84,7 +84,7 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
   let stopping = false;
   let fatal = false;
   const transport = new PeerTransport(loaded.secret, config.cluster.name, id, logger, config.timing.requestTimeoutMs);
-  const metrics = new Metrics(id, () => store.countKeys());
+  const metrics = new Metrics(id, () => store.countKeys(), () => store.stats?.());
   const driver = new KvDriver({
     id,
     clusterName: config.cluster.name,

@@ -1,7 +1,7 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
 import type { PartitionId } from '../core/types.js';
-import type { ScanOptions, Store, StoredRecord, WriteOp } from './store.js';
+import type { ScanOptions, Store, StoreStats, StoredRecord, WriteOp } from './store.js';
 import { compareUtf8, inRange } from './scan.js';
 import { decodeRecord, encodeRecord, isLiveRecord } from './record-codec.js';
 import { FRAME_HEADER_BYTES, readWal, WriteAheadLog } from './wal.js';
@@ -79,6 +79,8 @@ export class LmdbStore implements Store {
   private readonly path: string;
   private failed: Error | null = null;
   private closed = false;
+  private checkpoints = 0;
+  private lastCheckpointSeconds = 0;
   private liveKeys = 0;
   /** Live (non-tombstone) keys per partition: a dropped partition is then counted out without reading it. */
   private readonly livePerPartition = new Map<number, number>();
@@ -303,8 +305,11 @@ export class LmdbStore implements Store {
     }
     for (const [k, e] of l.meta) last = e === null ? this.meta.remove(k) : this.meta.put(k, e.value);
     last = this.walDb.put(CHECKPOINT_KEY, l.lastLsn);
+    const started = performance.now();
     this.checkpointDone = last.then(
       () => {
+        this.checkpoints++;
+        this.lastCheckpointSeconds = (performance.now() - started) / 1000;
         this.flushing = null;
         this.wal.release(l.lastLsn);
         if (!isEmpty(this.mem)) {
@@ -355,6 +360,18 @@ export class LmdbStore implements Store {
 
   countKeys(): number {
     return this.liveKeys;
+  }
+
+  stats(): StoreStats {
+    return {
+      logAppends: this.wal.appends,
+      logFrames: this.wal.frames,
+      logBytes: this.wal.bytes,
+      logSegments: this.wal.segmentCount,
+      checkpoints: this.checkpoints,
+      lastCheckpointSeconds: this.lastCheckpointSeconds,
+      unflushedBytes: this.mem.bytes + (this.flushing?.bytes ?? 0),
+    };
   }
 
   /** Every durable write into LMDB, then the log is empty: a clean close leaves no frames to replay. */

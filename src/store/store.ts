@@ -38,6 +38,22 @@ export interface ScanOptions {
   readonly includeTombstones?: boolean;
 }
 
+/** The lmdb engine's write-ahead log and checkpoints, for metrics. Totals count from the open. */
+export interface StoreStats {
+  /** Appends to the log (each one fsynced, carrying one or more frames). */
+  readonly logAppends: number;
+  /** Store writes logged (one frame each). */
+  readonly logFrames: number;
+  readonly logBytes: number;
+  /** Log segment files on disk now. */
+  readonly logSegments: number;
+  readonly checkpoints: number;
+  /** How long the latest checkpoint took to commit (s); 0 before the first. */
+  readonly lastCheckpointSeconds: number;
+  /** Bytes of durable writes held in memory until their checkpoint commits. */
+  readonly unflushedBytes: number;
+}
+
 export interface Store {
   readonly engine: 'lmdb' | 'memory';
   /** The latest record of key, or undefined. Synchronous: reads never wait on I/O. */
@@ -53,5 +69,7 @@ export interface Store {
   scanMeta<T>(prefix: string): { key: string; value: T }[];
   /** Number of live (non-tombstone) keys; for metrics and readiness. */
   countKeys(): number;
+  /** Write-ahead log and checkpoint figures (engines that have them). */
+  stats?(): StoreStats;
   close(): Promise<void>;
 }

@@ -102,6 +102,10 @@ export class WriteAheadLog {
   private writing = false;
   private failed: Error | null = null;
   private idleWaiters: (() => void)[] = [];
+  /** Totals since the open, for metrics. */
+  appends = 0;
+  frames = 0;
+  bytes = 0;
 
   /** Starts an empty log whose first frame gets `firstLsn`. Existing segments must have been read (readWal) and removed (removeAll). */
   constructor(
@@ -147,6 +151,11 @@ export class WriteAheadLog {
     while (this.segments.length > 1 && this.segments[0]!.lastLsn <= lsn) {
       unlinkSync(join(this.dir, this.segments.shift()!.name));
     }
+  }
+
+  /** Segment files on disk now. */
+  get segmentCount(): number {
+    return this.segments.length;
   }
 
   /** Resolves once every frame appended so far is durable (or failed). */
@@ -202,6 +211,9 @@ export class WriteAheadLog {
       if (err === null && written !== bytes) err = new Error(`short write-ahead log append: ${written} of ${bytes} bytes`) as NodeJS.ErrnoException;
       if (err !== null) return this.fail(batch, err);
       this.segmentBytes += bytes;
+      this.appends++;
+      this.frames += batch.length;
+      this.bytes += bytes;
       this.segments[this.segments.length - 1]!.lastLsn = batch[batch.length - 1]!.lsn;
       for (const p of batch) p.onDurable();
       for (const p of batch) p.resolve();

@@ -92,6 +92,14 @@ describe('3-node cluster from ringkv local', () => {
     expect(metric(text, 'ringkv_peer_stream_failures_total', peerOf('n3'))).toBeGreaterThanOrEqual(1);
     expect(metric(text, 'ringkv_peer_messages_sent_total', peerOf('n2'))).toBeGreaterThan(0);
     expect(metric(text, 'ringkv_peer_messages_dropped_total', peerOf('n2'))).toBe(0);
+    // n1's store logged its membership and replication state, and checkpointed it into LMDB.
+    expect(metric(text, 'ringkv_store_log_writes_total')).toBeGreaterThan(0);
+    expect(metric(text, 'ringkv_store_log_appends_total')).toBeGreaterThan(0);
+    expect(metric(text, 'ringkv_store_log_appends_total')).toBeLessThanOrEqual(metric(text, 'ringkv_store_log_writes_total'));
+    expect(metric(text, 'ringkv_store_log_bytes_total')).toBeGreaterThan(0);
+    expect(metric(text, 'ringkv_store_checkpoints_total')).toBeGreaterThan(0);
+    expect(metric(text, 'ringkv_store_log_segments')).toBe(1);
+    expect(metric(text, 'ringkv_store_unflushed_bytes')).toBeGreaterThanOrEqual(0);
   });
 
   describe('bad input on the peer API changes nothing', () => {

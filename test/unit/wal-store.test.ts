@@ -205,4 +205,25 @@ describe('lmdb store with its write-ahead log', () => {
     s = new LmdbStore({ path: join(dir, 'other'), fsync: false, mapSizeBytes: 32 * 1024 * 1024 }); // the node still opens stores
     await s.close();
   });
+
+  it('counts its appends, writes, bytes and checkpoints, and empties the memory layer at each checkpoint', async () => {
+    const dir = tmp();
+    const s = new LmdbStore({ path: dir, fsync: false, mapSizeBytes: 32 * 1024 * 1024, checkpointIntervalMs: 5 });
+    const rec = { value: new TextEncoder().encode('value'), clock: [['n1', 1]] as unknown as VectorClock, epoch: 1, seq: 1 };
+    // Ten writes issued at once: the first goes out alone, the other nine wait and share the next append.
+    await Promise.all(Array.from({ length: 10 }, (_, i) => s.write([{ kind: 'put', partition: partitionId(0), key: `k${i}`, record: rec }])));
+    const a = s.stats();
+    expect(a.logFrames).toBe(10);
+    expect(a.logAppends).toBe(2);
+    expect(a.logBytes).toBeGreaterThan(10 * 16);
+    expect(a.unflushedBytes).toBeGreaterThan(0);
+    expect(a.logSegments).toBe(1);
+    await new Promise((r) => setTimeout(r, 100));
+    const b = s.stats();
+    expect(b.checkpoints).toBe(1);
+    expect(b.unflushedBytes).toBe(0);
+    expect(b.lastCheckpointSeconds).toBeGreaterThan(0);
+    expect(s.countKeys()).toBe(10);
+    await s.close();
+  });
 });
