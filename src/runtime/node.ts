@@ -65,7 +65,11 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
   const unlock = config.storage.engine === 'lmdb' ? lockDataDir(config.node.dataDir) : () => undefined;
   let store: Store;
   try {
-    store = openStore(config);
+    store = openStore(config, (err) => {
+      // As for a write that cannot persist (KvDriver): state that cannot reach the disk must never be acted on.
+      logger.fatal({ err }, 'the store cannot checkpoint into LMDB; stopping (acknowledged writes replay from the write-ahead log at the next start)');
+      process.exit(70);
+    });
   } catch (e) {
     unlock();
     throw e;

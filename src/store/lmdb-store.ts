@@ -13,6 +13,12 @@ interface LmdbOptions {
   readonly mapSizeBytes: number;
   /** How long durable writes may wait in memory before a checkpoint carries them into the B-tree (ms). */
   readonly checkpointIntervalMs?: number;
+  /**
+   * A checkpoint failed (LMDB full, an I/O error): every later write fails. Acknowledged
+   * writes are safe in the log and replay at the next open (after the map is enlarged, if
+   * it was full).
+   */
+  readonly onFailure?: (e: Error) => void;
 }
 
 /**
@@ -77,6 +83,7 @@ export class LmdbStore implements Store {
   private checkpointDone: Promise<void> = Promise.resolve();
   private readonly checkpointIntervalMs: number;
   private readonly path: string;
+  private readonly onFailure: ((e: Error) => void) | undefined;
   private failed: Error | null = null;
   private closed = false;
   private checkpoints = 0;
@@ -88,6 +95,7 @@ export class LmdbStore implements Store {
   constructor(opts: LmdbOptions) {
     mkdirSync(opts.path, { recursive: true });
     this.path = opts.path;
+    this.onFailure = opts.onFailure;
     this.checkpointIntervalMs = opts.checkpointIntervalMs ?? 100;
     this.root = open({
       path: opts.path,
@@ -321,6 +329,7 @@ export class LmdbStore implements Store {
         // LMDB could not commit: what it holds is unknown. Every later write fails, and
         // the node stops (Store.write's contract); the log still has every acknowledged write.
         this.failed = e instanceof Error ? e : new Error(String(e));
+        this.onFailure?.(this.failed);
       },
     );
   }
