@@ -74,6 +74,10 @@ export async function startNode(loaded: LoadedConfig, logger: Logger): Promise<R
     unlock();
     throw e;
   }
+  if (store.recovery !== undefined && store.recovery.frames > 0) {
+    const r = store.recovery;
+    logger.info({ frames: r.frames, ops: r.ops, ms: r.ms }, 'store recovered: replayed the write-ahead log written since the last checkpoint (the node was not stopped cleanly)');
+  }
   if (joining && loadMembershipState(store).log.length === 0) {
     // First start of an added node: its first config comes from the cluster (join.ts).
     try {

@@ -88,6 +88,7 @@ export class LmdbStore implements Store {
   private closed = false;
   private checkpoints = 0;
   private lastCheckpointSeconds = 0;
+  recovery = { frames: 0, ops: 0, ms: 0 };
   private liveKeys = 0;
   /** Live (non-tombstone) keys per partition: a dropped partition is then counted out without reading it. */
   private readonly livePerPartition = new Map<number, number>();
@@ -123,13 +124,16 @@ export class LmdbStore implements Store {
 
   /** Carries the log's frames after the checkpoint into LMDB (one synced transaction). Returns the last LSN seen. */
   private replay(dir: string): number {
+    const started = performance.now();
     const checkpointed = this.walDb.get(CHECKPOINT_KEY) ?? 0;
     const frames = readWal(dir).filter((f) => f.lsn > checkpointed);
     if (frames.length === 0) return checkpointed;
     const last = frames[frames.length - 1]!.lsn;
+    let count = 0;
     this.root.transactionSync(() => {
       for (const f of frames) {
         for (const op of decodeOps(f.payload)) {
+          count++;
           switch (op.kind) {
             case 'put':
               this.data.putSync([op.partition, op.key], op.bytes);
@@ -151,6 +155,7 @@ export class LmdbStore implements Store {
       }
       this.walDb.putSync(CHECKPOINT_KEY, last);
     });
+    this.recovery = { frames: frames.length, ops: count, ms: Math.round(performance.now() - started) };
     return last;
   }
 

@@ -71,5 +71,7 @@ export interface Store {
   countKeys(): number;
   /** Write-ahead log and checkpoint figures (engines that have them). */
   stats?(): StoreStats;
+  /** What the open replayed from the write-ahead log (engines that have one): 0 frames after a clean close. */
+  readonly recovery?: { readonly frames: number; readonly ops: number; readonly ms: number };
   close(): Promise<void>;
 }

@@ -98,5 +98,7 @@ describe('single node durability (real process, lmdb, kill -9)', () => {
     await pool2.close();
     expect(lost).toBe(0);
     expect(etagChanged).toBe(0);
+    // The kill left frames after the last checkpoint: the restart replayed them, and said so.
+    expect(proc.output()).toMatch(/"frames":[1-9]\d*,"ops":[1-9]\d*,"ms":\d+,"msg":"store recovered/);
   });
 });

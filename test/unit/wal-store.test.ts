@@ -173,6 +173,8 @@ describe('lmdb store with its write-ahead log', () => {
           expect(new TextDecoder().decode(s.get(partitionId(p), `k${k}`)!.value!)).toBe(`v${k}`);
         }
       }
+      expect(s.recovery.frames).toBeGreaterThan(0);
+      expect(s.recovery.ops).toBeGreaterThanOrEqual(s.recovery.frames);
       // The replay went into the B-tree and the log was started afresh.
       expect(readdirSync(dir).filter((n) => n.startsWith('wal-')).length).toBe(1);
     } finally {
