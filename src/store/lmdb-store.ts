@@ -66,8 +66,9 @@ const isEmpty = (l: Layer): boolean => l.parts.size === 0 && l.meta.size === 0;
  * costs a few hundred sequential bytes on that path, and the checkpoint writes each page
  * once for all the puts that touched it since the last one.
  *
- * LMDB itself keeps fsync on (its commits are crash-safe on their own); with `fsync: false`
- * neither the log nor LMDB syncs (tests only).
+ * LMDB itself keeps fsync on (its commits are crash-safe on their own, so the log only has
+ * to cover what came after the last checkpoint); with `fsync: false` (`storage.fsync`)
+ * neither the log nor LMDB syncs, and a power loss can take acknowledged writes.
  */
 export class LmdbStore implements Store {
   readonly engine = 'lmdb' as const;
@@ -88,6 +89,7 @@ export class LmdbStore implements Store {
   private closed = false;
   private checkpoints = 0;
   private lastCheckpointSeconds = 0;
+  /** What the open replayed from the log. */
   recovery = { frames: 0, ops: 0, ms: 0 };
   private liveKeys = 0;
   /** Live (non-tombstone) keys per partition: a dropped partition is then counted out without reading it. */
@@ -101,6 +103,7 @@ export class LmdbStore implements Store {
     this.root = open({
       path: opts.path,
       noSync: !opts.fsync,
+      // Checkpoints wait for their commit to be durable before the log is released.
       overlappingSync: false,
       mapSize: opts.mapSizeBytes,
       maxDbs: 4,
