@@ -37,8 +37,14 @@ const CHECKPOINT_KEY = 'checkpoint-lsn';
  * Durable writes not yet in the B-tree. A key maps to its newest record (null: removed);
  * `reset` says the partition was dropped here, which hides every older record of it.
  */
+interface LayerEntry {
+  readonly record: StoredRecord;
+  /** The record encoded (record-codec.ts), as the checkpoint puts it into LMDB. */
+  readonly bytes: Buffer;
+}
+
 interface Layer {
-  readonly parts: Map<number, { readonly recs: Map<string, { readonly record: StoredRecord; readonly bytes: Buffer } | null>; reset: boolean }>;
+  readonly parts: Map<number, { readonly recs: Map<string, LayerEntry | null>; reset: boolean }>;
   /** Metadata: the value, or null when removed. */
   readonly meta: Map<string, { readonly value: unknown; readonly bytes: Buffer } | null>;
   lastLsn: number;
@@ -47,6 +53,14 @@ interface Layer {
 
 const newLayer = (): Layer => ({ parts: new Map(), meta: new Map(), lastLsn: 0, bytes: 0 });
 const isEmpty = (l: Layer): boolean => l.parts.size === 0 && l.meta.size === 0;
+
+function lookupIn(l: Layer | null, partition: number, key: string): LayerEntry | null | 'dropped' | undefined {
+  const part = l?.parts.get(partition);
+  if (part === undefined) return undefined;
+  const e = part.recs.get(key);
+  if (e !== undefined) return e;
+  return part.reset ? 'dropped' : undefined;
+}
 
 /**
  * The lmdb engine: a write-ahead log in front of an LMDB B-tree, as etcd keeps a WAL in
@@ -167,14 +181,15 @@ export class LmdbStore implements Store {
     return (this.meta as unknown as { encoder: { encode(v: unknown): Uint8Array; decode(b: Uint8Array): unknown } }).encoder;
   }
 
+  /** The key's entry in the newest layer that decides it: a record, null (removed), 'dropped' (its partition was), or undefined (LMDB decides). */
+  private layered(partition: number, key: string): LayerEntry | null | 'dropped' | undefined {
+    const e = lookupIn(this.mem, partition, key);
+    return e !== undefined ? e : lookupIn(this.flushing, partition, key);
+  }
+
   get(partition: PartitionId, key: string): StoredRecord | undefined {
-    for (let l: Layer | null = this.mem; l !== null; l = l === this.mem ? this.flushing : null) {
-      const part = l.parts.get(partition);
-      if (part === undefined) continue;
-      const e = part.recs.get(key);
-      if (e !== undefined) return e === null ? undefined : e.record;
-      if (part.reset) return undefined;
-    }
+    const e = this.layered(partition, key);
+    if (e !== undefined) return e === null || e === 'dropped' ? undefined : e.record;
     // A view into lmdb's reused read buffer, decoded (value copied out) at once.
     const b = this.data.getBinaryFast([partition, key]);
     return b === undefined ? undefined : decodeRecord(b);
@@ -182,13 +197,8 @@ export class LmdbStore implements Store {
 
   /** Is the key's newest durable record live? */
   private isLive(partition: number, key: string): boolean {
-    for (let l: Layer | null = this.mem; l !== null; l = l === this.mem ? this.flushing : null) {
-      const part = l.parts.get(partition);
-      if (part === undefined) continue;
-      const e = part.recs.get(key);
-      if (e !== undefined) return e !== null && e.record.value !== null;
-      if (part.reset) return false;
-    }
+    const e = this.layered(partition, key);
+    if (e !== undefined) return e !== null && e !== 'dropped' && e.record.value !== null;
     const b = this.data.getBinaryFast([partition, key]);
     return b !== undefined && isLiveRecord(b);
   }
@@ -351,10 +361,9 @@ export class LmdbStore implements Store {
   }
 
   getMeta<T>(key: string): T | undefined {
-    for (let l: Layer | null = this.mem; l !== null; l = l === this.mem ? this.flushing : null) {
-      const e = l.meta.get(key);
-      if (e !== undefined) return e === null ? undefined : (e.value as T);
-    }
+    let e = this.mem.meta.get(key); // null (removed) decides too
+    if (e === undefined) e = this.flushing?.meta.get(key);
+    if (e !== undefined) return e === null ? undefined : (e.value as T);
     return this.meta.get(key) as T | undefined;
   }
 
