@@ -38,6 +38,16 @@ export function localConfig(spec: LocalNodeSpec, all: LocalNodeSpec[], dataRoot:
   };
 }
 
+/**
+ * Node.js flags for nodes that share one machine's CPUs (the default of --node-args).
+ * V8's parallel and concurrent GC run on helper threads, which here compete with the
+ * other nodes' main threads; a replicated put waits for every in-sync replica, so any
+ * node's delay reaches its tail. With the GC on each node's own main thread, three nodes
+ * on two vCPUs gave the same puts/s with p99 18.8-21.3 ms instead of 26.3-26.8 ms
+ * (docs/benchmarks.md). docker-compose.yml passes the same flag.
+ */
+export const SHARED_CPU_NODE_ARGS = '--single-threaded-gc';
+
 export async function local(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -46,7 +56,7 @@ export async function local(args: string[]): Promise<number> {
       'base-port': { type: 'string', default: '7379' },
       data: { type: 'string', default: './data' },
       'log-format': { type: 'string' },
-      'node-args': { type: 'string', default: '' },
+      'node-args': { type: 'string', default: SHARED_CPU_NODE_ARGS },
     },
   });
   const n = Number(values.nodes);
@@ -62,7 +72,8 @@ export async function local(args: string[]): Promise<number> {
 
   const topology = localTopology(n, basePort);
   const main = fileURLToPath(new URL('./main.js', import.meta.url));
-  // Node.js flags for every node (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"); a profile is written when the node exits.
+  // Node.js flags for every node (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof": a profile is
+  // written when the node exits). Given flags replace the default; "" passes none.
   const nodeArgs = values['node-args'].split(' ').filter((a) => a !== '');
   const pretty = values['log-format'] ?? (process.stdout.isTTY ? 'pretty' : 'json');
   const children = new Map<string, ChildProcess>();

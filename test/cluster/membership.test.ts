@@ -3,7 +3,9 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster, statusOf, allActive } from '../support/cluster.js';
+import { readFileSync } from 'node:fs';
 import { peerPackr } from '../../src/net/peer-transport.js';
+import { SHARED_CPU_NODE_ARGS } from '../../src/cli/local.js';
 
 
 describe('3-node cluster from ringkv local', () => {
@@ -30,6 +32,13 @@ describe('3-node cluster from ringkv local', () => {
     // Every node eventually names the same leader.
     const leader = views[0]!.leader;
     for (const id of c.ids()) await c.waitFor(id, (v) => v.leader === leader, 3000);
+  });
+
+  it('every node runs with the Node.js flags for nodes that share CPUs', () => {
+    for (const id of c.ids()) {
+      const argv = readFileSync(`/proc/${c.pids.get(id)}/cmdline`, 'utf8').split('\0');
+      expect(argv.slice(1, 1 + SHARED_CPU_NODE_ARGS.split(' ').length)).toEqual(SHARED_CPU_NODE_ARGS.split(' '));
+    }
   });
 
   it('a put through any node is readable through any other, served by the key primary', async () => {

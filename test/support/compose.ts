@@ -57,8 +57,24 @@ const words = (x: string | string[] | undefined): string[] => (Array.isArray(x) 
 const inProfile = (s: ComposeService, profile: string | null): boolean =>
   profile === null ? s.profiles === undefined : (s.profiles ?? []).includes(profile);
 
-/** A service that runs `ringkv serve` (through the image's entrypoint). */
-const isNode = (s: ComposeService): boolean => s.entrypoint === undefined && words(s.command)[0] === 'serve';
+/** The image's ENTRYPOINT (Dockerfile), around which a node service may put Node.js flags. */
+const IMAGE_ENTRY_HEAD = ['/usr/bin/tini', '--', 'node'];
+const IMAGE_CLI = '/app/dist/cli/main.js';
+
+/**
+ * The Node.js flags a service's entrypoint adds to the image's (`tini -- node FLAGS cli`),
+ * [] for the image's own, or null when the entrypoint does not run the CLI.
+ */
+function nodeFlagsOf(s: ComposeService): string[] | null {
+  if (s.entrypoint === undefined) return [];
+  const e = words(s.entrypoint);
+  const head = e.slice(0, IMAGE_ENTRY_HEAD.length);
+  if (head.join(' ') !== IMAGE_ENTRY_HEAD.join(' ') || e.at(-1) !== IMAGE_CLI) return null;
+  return e.slice(IMAGE_ENTRY_HEAD.length, -1);
+}
+
+/** A service that runs `ringkv serve` (through the image's entrypoint, maybe with Node.js flags). */
+const isNode = (s: ComposeService): boolean => nodeFlagsOf(s) !== null && words(s.command)[0] === 'serve';
 
 /** Compose interpolates `${VAR}` and `$VAR` from the host; `$$` is a literal `$`. */
 function uninterpolate(text: string): string {
@@ -89,6 +105,8 @@ export interface ComposeNode {
   readonly service: ComposeService;
   /** `serve --config <host path>`: the compose command with the config path read through its mount. */
   readonly args: string[];
+  /** The Node.js flags of its entrypoint, given to the local process too. */
+  readonly nodeFlags: string[];
   readonly config: NodeConfig;
   readonly client: string;
   readonly peer: string;
@@ -132,7 +150,7 @@ export class ComposeTopology {
         const ports = (service.ports ?? []).map((p) => ({ host: Number(p.split(':').at(-2)), container: Number(p.split(':').at(-1)) }));
         const published = ports.find((p) => p.container === portOf(config.listen.client));
         if (published === undefined) throw new Error(`${name}: the client port ${config.listen.client} is not published`);
-        return { name, service, args: args.map((a, i) => (i === at ? configFile : a)), config, published: published.host };
+        return { name, service, args: args.map((a, i) => (i === at ? configFile : a)), nodeFlags: nodeFlagsOf(service)!, config, published: published.host };
       });
     // One offset for the topology, so the nodes keep compose's 7379, 7389, ... spacing.
     let offset = 0;
@@ -147,7 +165,7 @@ export class ComposeTopology {
     for (const s of specs) {
       const client = s.published + offset;
       const peer = client + portOf(s.config.listen.peer) - portOf(s.config.listen.client);
-      nodes.set(s.name, { name: s.name, service: s.service, args: s.args, config: s.config, client: `http://127.0.0.1:${client}`, peer: `http://127.0.0.1:${peer}` });
+      nodes.set(s.name, { name: s.name, service: s.service, args: s.args, nodeFlags: s.nodeFlags, config: s.config, client: `http://127.0.0.1:${client}`, peer: `http://127.0.0.1:${peer}` });
     }
     const dir = mkdtempSync(join(tmpdir(), 'ringkv-compose-'));
     // The compose secret, at the path the nodes' configs name (cluster.secretFile).
@@ -209,7 +227,7 @@ export class ComposeTopology {
   start(name: string): NodeProc {
     const n = this.node(name);
     if (n.service.environment !== undefined) throw new Error(`${name}: node services have no environment in docker-compose.yml; this test would not apply it`);
-    const p = run(process.execPath, [MAIN, ...n.args], this.nodeEnv(name));
+    const p = run(process.execPath, [...n.nodeFlags, MAIN, ...n.args], this.nodeEnv(name));
     this.procs.set(name, p);
     return p;
   }

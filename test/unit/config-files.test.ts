@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { loadConfig, splitHostPort, SECRET_BYTES_MIN, type LoadedConfig } from '../../src/config/load.js';
 import { configSchema } from '../../src/config/schema.js';
-import { localTopology } from '../../src/cli/local.js';
+import { localTopology, SHARED_CPU_NODE_ARGS } from '../../src/cli/local.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const CONFIG_DIR = join(ROOT, 'config');
@@ -37,6 +37,7 @@ interface ComposeService {
   stop_grace_period?: string;
   hostname?: string;
   command?: string | string[];
+  entrypoint?: string | string[];
   ports?: (string | { published: number | string; target: number })[];
   volumes?: (string | { type?: string; source?: string; target: string; read_only?: boolean })[];
   secrets?: (string | { source: string; target?: string })[];
@@ -190,6 +191,15 @@ describe('config/*.yaml', () => {
   });
 });
 
+/** The arguments of every `NAME ...` instruction in the Dockerfile (continuation lines joined). */
+function dockerInstr(name: string): string[] {
+  return readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .filter((l) => l.startsWith(name + ' '))
+    .map((l) => l.slice(name.length + 1).trim());
+}
+
 describe('docker-compose.yml', () => {
   const services = compose.services;
 
@@ -215,6 +225,9 @@ describe('docker-compose.yml', () => {
     expect(s.restart).toBe('no');
     expect(s.stop_grace_period).toBe('10s');
     expect(s.init).toBeUndefined(); // tini is the image's PID 1
+    // The image's ENTRYPOINT with the Node.js flags of nodes that share CPUs (as `ringkv local`).
+    const imageEntry = JSON.parse(dockerInstr('ENTRYPOINT')[0]!) as string[];
+    expect(s.entrypoint).toEqual([...imageEntry.slice(0, -1), ...SHARED_CPU_NODE_ARGS.split(' '), imageEntry.at(-1)]);
 
     // command: serve --config <path>, and that path is this repo's config file via the mount.
     const cmd = commandOf(s);
@@ -243,13 +256,7 @@ describe('docker-compose.yml', () => {
 });
 
 describe('Dockerfile', () => {
-  const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
-  const instr = (name: string): string[] =>
-    text
-      .replace(/\\\n/g, ' ')
-      .split('\n')
-      .filter((l) => l.startsWith(name + ' '))
-      .map((l) => l.slice(name.length + 1).trim());
+  const instr = dockerInstr;
 
   it('agrees with the configs: exposed ports, healthcheck port, data volume, default config', () => {
     const { config } = load('n1.yaml');
