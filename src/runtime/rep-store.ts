@@ -11,20 +11,24 @@ import { normalizeMeta } from '../core/partition.js';
 import type { KvRecord, PartitionMeta, RepPersistOp, StoreView } from '../core/replication.js';
 import type { Epoch, PartitionId, Seq } from '../core/types.js';
 import { compareUtf8 } from '../store/scan.js';
+import { decodePartitionMeta, encodePartitionMeta, isEncodedPartitionMeta } from '../store/meta-codec.js';
 import type { Store, StoredRecord, WriteOp } from '../store/store.js';
 
 export const META_PARTITION = 'rep/partition/';
 export const partitionMetaKey = (p: number): string => META_PARTITION + String(p).padStart(8, '0');
 
 /**
- * Partition metadata as persisted by earlier runs (restart). The meta is stored as the
- * core's PartitionMeta object ({pos, history, confirmed, purgedClock, purgedUpTo,
- * copyTarget}); metas written before tombstone collection lack the purge fields and read as
- * "nothing collected", metas written before copy targets read as "no target".
+ * Partition metadata as persisted by earlier runs (restart): meta-codec.ts's layout, or,
+ * from builds before it, the core's PartitionMeta object as MessagePack. Metas written
+ * before tombstone collection lack the purge fields and read as "nothing collected",
+ * metas written before copy targets read as "no target".
  */
 export function loadPartitionMetas(store: Store): Map<number, PartitionMeta> {
   const out = new Map<number, PartitionMeta>();
-  for (const { key, value } of store.scanMeta<PartitionMeta>(META_PARTITION)) out.set(Number(key.slice(META_PARTITION.length)), normalizeMeta(value));
+  for (const { key, value } of store.scanMeta<unknown>(META_PARTITION)) {
+    const meta = isEncodedPartitionMeta(value) ? decodePartitionMeta(value) : normalizeMeta(value as PartitionMeta);
+    out.set(Number(key.slice(META_PARTITION.length)), meta);
+  }
   return out;
 }
 
@@ -47,7 +51,7 @@ export function repWriteOps(ops: readonly RepPersistOp[]): WriteOp[] {
       case 'record':
         return { kind: 'put', partition: op.partition, key: op.key, record: toStored(op.record) };
       case 'partition-meta':
-        return { kind: 'meta', key: partitionMetaKey(op.partition), value: op.meta };
+        return { kind: 'meta', key: partitionMetaKey(op.partition), value: encodePartitionMeta(op.meta) };
       case 'partition-reset':
         return { kind: 'remove-partition', partition: op.partition };
       case 'record-delete':

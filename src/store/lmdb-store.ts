@@ -164,6 +164,9 @@ export class LmdbStore implements Store {
             case 'meta':
               this.meta.putSync(op.key, this.metaCodec().decode(op.bytes));
               break;
+            case 'meta-bytes':
+              this.meta.putSync(op.key, Buffer.from(op.bytes));
+              break;
             case 'meta-remove':
               this.meta.removeSync(op.key);
               break;
@@ -245,12 +248,16 @@ export class LmdbStore implements Store {
     if (ops.length === 0) return Promise.resolve();
     if (this.failed !== null) return Promise.reject(this.failed);
     // Everything is encoded before anything is logged: a record that cannot be stored
-    // fails the whole write, not half of it.
-    const encoded = ops.map((op) =>
-      op.kind === 'put' ? encodeRecord(op.record) : op.kind === 'meta' ? Buffer.from(this.metaCodec().encode(op.value)) : null,
-    );
+    // fails the whole write, not half of it. A byte-string meta value (a partition's meta,
+    // meta-codec.ts) is logged as it is; the checkpoint encodes it for the meta database.
+    const encoded = ops.map((op) => (op.kind === 'put' ? encodeRecord(op.record) : op.kind === 'meta' ? this.encodeMeta(op.value) : null));
     const { lsn, done } = this.wal.append(encodeOps(ops, encoded, FRAME_HEADER_BYTES), () => this.apply(ops, encoded, lsn));
     return done;
+  }
+
+  private encodeMeta(v: unknown): Buffer {
+    if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+    return Buffer.from(this.metaCodec().encode(v));
   }
 
   /** A logged write is durable: it enters the memory layer (readers see it from now on). */

@@ -7,6 +7,7 @@
 //     remove-partition u32 partition
 //     meta             str key | u32 length | encoded value
 //     meta-remove      str key
+//     meta-bytes       str key | u32 length | the value (a byte string, logged as is)
 //   str = u32 UTF-8 length | UTF-8 bytes
 
 import type { WriteOp } from './store.js';
@@ -16,6 +17,7 @@ const REMOVE = 2;
 const REMOVE_PARTITION = 3;
 const META = 4;
 const META_REMOVE = 5;
+const META_BYTES = 6;
 
 /** A logged op as replay needs it: records and metadata values still encoded. */
 export type LoggedOp =
@@ -23,10 +25,12 @@ export type LoggedOp =
   | { readonly kind: 'remove'; readonly partition: number; readonly key: string }
   | { readonly kind: 'remove-partition'; readonly partition: number }
   | { readonly kind: 'meta'; readonly key: string; readonly bytes: Buffer }
-  | { readonly kind: 'meta-remove'; readonly key: string };
+  | { readonly kind: 'meta-remove'; readonly key: string }
+  | { readonly kind: 'meta-bytes'; readonly key: string; readonly bytes: Buffer };
 
 /**
- * `encoded[i]` is op i's encoded record (put) or metadata value (meta); null otherwise.
+ * `encoded[i]` is op i's encoded record (put) or metadata value (meta: the value itself
+ * when it is a byte string, logged as meta-bytes); null otherwise.
  * The payload starts after `reserve` bytes left unwritten (room for the frame header, so
  * that the log need not copy the payload into a frame).
  */
@@ -69,7 +73,7 @@ export function encodeOps(ops: readonly WriteOp[], encoded: readonly (Buffer | n
         o = b.writeUInt32LE(op.partition, o);
         break;
       case 'meta':
-        b[o++] = META;
+        b[o++] = op.value instanceof Uint8Array ? META_BYTES : META;
         str(op.key);
         bytes(encoded[i]!);
         break;
@@ -128,6 +132,11 @@ export function decodeOps(b: Buffer): LoggedOp[] {
       case META_REMOVE:
         out.push({ kind: 'meta-remove', key: str() });
         break;
+      case META_BYTES: {
+        const key = str();
+        out.push({ kind: 'meta-bytes', key, bytes: bytes() });
+        break;
+      }
       default:
         throw new Error(`write-ahead log payload has an unknown op kind ${kind} at byte ${o - 1}`);
     }

@@ -43,6 +43,8 @@ const opArb: fc.Arbitrary<WriteOp> = fc.oneof(
   { weight: 2, arbitrary: fc.tuple(fc.constantFrom(...PARTS), fc.constantFrom(...KEYS)).map(([p, key]): WriteOp => ({ kind: 'remove', partition: partitionId(p), key })) },
   { weight: 1, arbitrary: fc.constantFrom(...PARTS).map((p): WriteOp => ({ kind: 'remove-partition', partition: partitionId(p) })) },
   { weight: 1, arbitrary: fc.tuple(fc.constantFrom('m/1', 'm/2', 'n/1'), fc.nat(9)).map(([key, n]): WriteOp => ({ kind: 'meta', key, value: { n, list: [n, 'x'] } })) },
+  // A byte-string value (as partition metas are) is logged as it is, not as MessagePack.
+  { weight: 1, arbitrary: fc.tuple(fc.constantFrom('m/1', 'm/2', 'n/1'), fc.uint8Array({ maxLength: 40 })).map(([key, b]): WriteOp => ({ kind: 'meta', key, value: Buffer.from(b) })) },
   { weight: 1, arbitrary: fc.constantFrom('m/1', 'm/2', 'n/1').map((key): WriteOp => ({ kind: 'meta-remove', key })) },
 );
 
@@ -55,6 +57,9 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
 );
 
 /** Everything a reader can see, in a comparable form. */
+/** A byte-string meta value as plain numbers: engines may hand back a Buffer or a Uint8Array. */
+const bytesAsArray = (v: unknown): unknown => (v instanceof Uint8Array ? { bytes: [...v] } : v);
+
 function view(s: Store): unknown {
   const dec = (v: Uint8Array | null): string | null => (v === null ? null : new TextDecoder().decode(v));
   return {
@@ -67,8 +72,8 @@ function view(s: Store): unknown {
         ),
       ),
     ),
-    meta: ['m/1', 'm/2', 'n/1'].map((k) => s.getMeta(k) ?? null),
-    scanMeta: s.scanMeta('m/'),
+    meta: ['m/1', 'm/2', 'n/1'].map((k) => bytesAsArray(s.getMeta(k) ?? null)),
+    scanMeta: s.scanMeta('m/').map(({ key, value }) => ({ key, value: bytesAsArray(value) })),
   };
 }
 
