@@ -14,6 +14,7 @@ import { MESSAGES_PATH, MSGPACK_CONTENT_TYPE } from '../net/peer-transport.js';
 import { servePeerStreams } from '../net/peer-stream.js';
 import { batchSchema, parseMessage } from '../net/wire.js';
 import { parseRepMessage } from '../net/rep-wire.js';
+import { DecodedBatch } from '../net/batch-codec.js';
 import type { RepMessage } from '../core/replication.js';
 import type { KvService, ListResult } from '../runtime/kv-service.js';
 import { ApiError } from './errors.js';
@@ -89,7 +90,8 @@ export function buildPeerApp(deps: PeerAppDeps): PeerApp {
    * stream was opened by (a POST names its sender only in the batch).
    */
   const acceptBatch = (body: unknown, sender: string | null, complainAs: (reason: string, extra?: Record<string, unknown>) => void): ApiError | null => {
-    const batch = batchSchema.safeParse(body);
+    // A stream frame's batch was shaped by its decoder (the schema's rules); a POST body is checked here.
+    const batch = body instanceof DecodedBatch ? { success: true as const, data: body } : batchSchema.safeParse(body);
     if (!batch.success) {
       complainAs('malformed message batch');
       return new ApiError('invalid_request', `malformed message batch: ${batch.error.issues[0]?.message ?? ''}`);
@@ -144,7 +146,7 @@ export function buildPeerApp(deps: PeerAppDeps): PeerApp {
     return reply.code(204).send();
   });
 
-  // GET /peer/v1/stream with `Upgrade: ringkv-peer/1`: the long-lived message stream that
+  // GET /peer/v1/stream with `Upgrade: ringkv-peer/2`: the long-lived message stream that
   // other nodes send protocol messages on (net/peer-stream.ts).
   const streams = servePeerStreams(app.server, {
     auth,

@@ -4,13 +4,14 @@
 //
 //   GET /peer/v1/stream HTTP/1.1
 //   Connection: Upgrade
-//   Upgrade: ringkv-peer/1
+//   Upgrade: ringkv-peer/2
 //   Authorization: Bearer <cluster secret>, X-Ringkv-Cluster, X-Ringkv-From
 //
 // answered `101 Switching Protocols`, or an error status with the usual JSON error body,
 // and closed. After the 101 the sender writes frames: a 4-byte big-endian length, then
-// that many bytes of one MessagePack batch `{from, messages}`, the body that
-// `POST /peer/v1/messages` takes, checked by the same code. The receiver writes back small
+// that many bytes of one batch of messages in batch-codec.ts's binary layout (version 2 of
+// the stream; version 1 carried MessagePack maps). Its messages are checked by the same
+// code as the batches that `POST /peer/v1/messages` takes. The receiver writes back small
 // length-prefixed JSON frames: `{type: 'ack', frames: n}` (the count of frames received, at
 // most every `ackIntervalMs` while frames arrive), so that the sender can tell a stalled
 // connection (a paused or cut-off peer) from a quiet one; and `{type: 'error', code,
@@ -25,13 +26,13 @@ import tls from 'node:tls';
 import { validateHeaderValue, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { Unpackr } from 'msgpackr';
+import { decodeBatch, type DecodedBatch } from './batch-codec.js';
 import { NODE_ID_PATTERN } from '../core/types.js';
 import { ApiError } from '../http/errors.js';
 import { LogOnce, NODE_HEADER, peerHeaders, type PeerAuthenticator } from './peer-auth.js';
 
 export const STREAM_PATH = '/peer/v1/stream';
-export const STREAM_PROTOCOL = 'ringkv-peer/1';
+export const STREAM_PROTOCOL = 'ringkv-peer/2';
 /** The receiver acknowledges received frames at most this often. */
 export const ackIntervalMs = 100;
 /** An inbound stream with no frame for this long is closed (heartbeats arrive every heartbeatMs). */
@@ -41,8 +42,6 @@ export const streamBufferedMax = 8 * 1024 * 1024;
 /** Largest frame a sender accepts back from a receiver (acks and errors are tiny). */
 const replyFrameMax = 64 * 1024;
 
-/** Reads frames as plain objects (a `__proto__` key is renamed, never assigned). */
-export const frameUnpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
 export class FrameTooLarge extends Error {}
 
@@ -102,7 +101,7 @@ export interface StreamServerOptions {
   /** Logs a refused request once per (peer, reason). */
   readonly complain: (who: string, reason: string, extra?: Record<string, unknown>) => void;
   /** Checks one decoded batch from `from` and delivers its messages, or returns why not. */
-  readonly onBatch: (from: string, batch: unknown) => ApiError | null;
+  readonly onBatch: (from: string, batch: DecodedBatch) => ApiError | null;
 }
 
 export interface StreamServer {
@@ -180,13 +179,13 @@ export function servePeerStreams(server: Server, opts: StreamServerOptions): Str
         return fail(new ApiError('value_too_large', (e as Error).message), 'stream frame too large');
       }
       for (let i = 0; i < frames.length; i++) {
-        let batch: unknown;
+        let batch: DecodedBatch;
         try {
-          batch = frameUnpackr.unpack(frames[i]!);
+          batch = decodeBatch(frames[i]!);
         } catch (e) {
           socket.removeListener('data', onData);
           frames.length = 0;
-          return fail(new ApiError('invalid_request', `malformed MessagePack frame: ${(e as Error).message}`), 'malformed stream frame');
+          return fail(new ApiError('invalid_request', `malformed stream frame: ${(e as Error).message}`), 'malformed stream frame');
         }
         const err = opts.onBatch(from, batch);
         if (err !== null) {

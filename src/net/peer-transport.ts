@@ -8,16 +8,17 @@
 // retransmission, gap requests). Nothing here waits for an answer to a protocol message;
 // answers arrive as messages of their own.
 //
-// A batch travels as MessagePack, so record values go as raw bytes: JSON would need them
-// in base64, a third larger and encoded, validated and decoded once per record on both
-// sides. The peer API also accepts batches as POSTs, in MessagePack or JSON (values in
-// base64).
+// A batch travels in batch-codec.ts's binary layout (appends and acks in a fixed layout,
+// other messages as MessagePack maps), so record values go as raw bytes: JSON would need
+// them in base64, a third larger and encoded, validated and decoded once per record on
+// both sides. The peer API also accepts batches as POSTs, in MessagePack or JSON (values
+// in base64).
 
-import { Packr } from 'msgpackr';
 import { Pool } from 'undici';
 import type { Logger } from 'pino';
 import { LogOnce, peerHeaders } from './peer-auth.js';
 import { OutboundStream } from './peer-stream.js';
+import { encodeBatch } from './batch-codec.js';
 
 /** Messages queued for one peer before the oldest are dropped. */
 export const peerQueueMax = 1024;
@@ -31,8 +32,6 @@ export const peerConnectionsMax = 8;
 export const MESSAGES_PATH = '/peer/v1/messages';
 export const MSGPACK_CONTENT_TYPE = 'application/msgpack';
 
-/** Plain MessagePack maps (no msgpackr record extension), so any MessagePack reader can decode a batch. */
-export const peerPackr = new Packr({ useRecords: false });
 
 interface PeerChannel {
   /** Protocol messages. */
@@ -126,7 +125,7 @@ export class PeerTransport {
       if (ch.queue.length === 0 || !ch.stream.ready()) continue;
       const bodies: Buffer[] = [];
       ch.sent += ch.queue.length;
-      while (ch.queue.length > 0) bodies.push(peerPackr.pack({ from: this.self, messages: ch.queue.splice(0, peerBatchMax) }));
+      while (ch.queue.length > 0) bodies.push(encodeBatch(this.self, this.clusterName, ch.queue.splice(0, peerBatchMax)));
       ch.stream.write(bodies);
     }
   }

@@ -27,28 +27,28 @@ const HAS_DELETED = 4;
 const CLOCK_ENTRIES_MAX = 255;
 
 export function encodeRecord(r: StoredRecord): Buffer {
+  const b = Buffer.allocUnsafe(recordBytes(r));
+  writeRecord(b, 0, r);
+  return b;
+}
+
+/** The length of a record's encoding. Throws if it cannot be stored. */
+export function recordBytes(r: StoredRecord): number {
   const clock = r.clock;
   if (clock.length > CLOCK_ENTRIES_MAX) throw new RangeError(`a vector clock of ${clock.length} entries cannot be stored (at most ${CLOCK_ENTRIES_MAX})`);
-  let flags = 0;
   let size = 3;
-  if (r.value !== null) {
-    flags |= LIVE;
-    size += r.value.byteLength;
-  }
-  const hasPos = r.epoch !== undefined && r.seq !== undefined;
-  if (hasPos) {
-    flags |= HAS_POS;
-    size += 16;
-  }
-  if (r.deletedAtMs !== undefined) {
-    flags |= HAS_DELETED;
-    size += 8;
-  }
+  if (r.value !== null) size += r.value.byteLength;
+  if (r.epoch !== undefined && r.seq !== undefined) size += 16;
+  if (r.deletedAtMs !== undefined) size += 8;
   for (const [id] of clock) size += 9 + id.length;
-  const b = Buffer.allocUnsafe(size);
-  b[0] = MARK;
-  b[1] = flags;
-  let o = 2;
+  return size;
+}
+
+/** Writes a record's encoding (recordBytes(r) long) into b at o; returns the offset after it. */
+export function writeRecord(b: Buffer, o: number, r: StoredRecord): number {
+  const hasPos = r.epoch !== undefined && r.seq !== undefined;
+  b[o++] = MARK;
+  b[o++] = (r.value !== null ? LIVE : 0) | (hasPos ? HAS_POS : 0) | (r.deletedAtMs !== undefined ? HAS_DELETED : 0);
   if (hasPos) {
     b.writeDoubleLE(r.epoch!, o);
     b.writeDoubleLE(r.seq!, o + 8);
@@ -58,15 +58,19 @@ export function encodeRecord(r: StoredRecord): Buffer {
     b.writeDoubleLE(r.deletedAtMs, o);
     o += 8;
   }
-  b[o++] = clock.length;
-  for (const [id, k] of clock) {
+  b[o++] = r.clock.length;
+  for (const [id, k] of r.clock) {
     b[o++] = id.length;
-    o += b.write(id, o, 'latin1');
+    // Node ids are short ASCII: a loop is cheaper than a native Buffer.write per id.
+    for (let i = 0; i < id.length; i++) b[o++] = id.charCodeAt(i);
     b.writeDoubleLE(k, o);
     o += 8;
   }
-  if (r.value !== null) b.set(r.value, o);
-  return b;
+  if (r.value !== null) {
+    b.set(r.value, o);
+    o += r.value.byteLength;
+  }
+  return o;
 }
 
 /** Decodes a stored record. `b` may be a view into lmdb's reused read buffer: the value is copied out. */
@@ -101,6 +105,45 @@ export function decodeRecord(bytes: Uint8Array): StoredRecord {
     value = Buffer.allocUnsafe(b.length - o);
     b.copy(value, 0, o);
   }
+  const base = epoch === undefined ? { value, clock: clock as unknown as VectorClock } : { value, clock: clock as unknown as VectorClock, epoch, seq: seq! };
+  return deletedAtMs === undefined ? base : { ...base, deletedAtMs };
+}
+
+/**
+ * Decodes a record from bytes that may be anything (a peer's frame): b[start, end), with
+ * every length checked. Throws a RangeError that says what is wrong; the value is copied out.
+ */
+export function decodeRecordChecked(b: Buffer, start: number, end: number): StoredRecord {
+  let o = start;
+  const need = (n: number): number => {
+    const at = o;
+    if (at + n > end) throw new RangeError(`truncated at byte ${at - start} of ${end - start}`);
+    o = at + n;
+    return at;
+  };
+  if (b[need(1)] !== MARK) throw new RangeError('not a record of this layout');
+  const flags = b[need(1)]!;
+  if ((flags & ~(LIVE | HAS_POS | HAS_DELETED)) !== 0) throw new RangeError(`unknown flags ${flags}`);
+  let epoch: number | undefined;
+  let seq: number | undefined;
+  let deletedAtMs: number | undefined;
+  if (flags & HAS_POS) {
+    epoch = b.readDoubleLE(need(8));
+    seq = b.readDoubleLE(need(8));
+  }
+  if (flags & HAS_DELETED) deletedAtMs = b.readDoubleLE(need(8));
+  const n = b[need(1)]!;
+  const clock: [string, number][] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const len = b[need(1)]!;
+    const at = need(len);
+    clock[i] = [b.toString('latin1', at, at + len), b.readDoubleLE(need(8))];
+  }
+  let value: Uint8Array | null = null;
+  if (flags & LIVE) {
+    value = Buffer.allocUnsafe(end - o);
+    b.copy(value, 0, o, end);
+  } else if (o !== end) throw new RangeError(`${end - o} bytes after a tombstone`);
   const base = epoch === undefined ? { value, clock: clock as unknown as VectorClock } : { value, clock: clock as unknown as VectorClock, epoch, seq: seq! };
   return deletedAtMs === undefined ? base : { ...base, deletedAtMs };
 }

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalCluster, statusOf, allActive } from '../support/cluster.js';
 import { readFileSync } from 'node:fs';
-import { peerPackr } from '../../src/net/peer-transport.js';
+import { peerPackr } from '../../src/net/batch-codec.js';
 import { SHARED_CPU_NODE_ARGS } from '../../src/cli/local.js';
 
 

@@ -13,7 +13,8 @@ import type { LogEntry, Message } from '../../src/core/node.js';
 import type { RepMessage } from '../../src/core/replication.js';
 import { buildPeerApp } from '../../src/http/peer-app.js';
 import { FrameDecoder, frameHeader, STREAM_PATH, STREAM_PROTOCOL } from '../../src/net/peer-stream.js';
-import { PeerTransport, peerPackr } from '../../src/net/peer-transport.js';
+import { PeerTransport } from '../../src/net/peer-transport.js';
+import { encodeBatch, peerPackr } from '../../src/net/batch-codec.js';
 import { LocalKv } from '../../src/runtime/local-kv.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 
@@ -211,7 +212,7 @@ describe('peer message stream', () => {
     }
     const ok = await rawUpgrade(r.port, upgradeHeaders());
     expect(ok.status).toBe(101);
-    ok.socket.write(frame(peerPackr.pack({ from: 'n1', messages: [heartbeat(41)] })));
+    ok.socket.write(frame(encodeBatch('n1', 'streamtest', [heartbeat(41)])));
     await until(() => r.delivered.length === 1 && ok.frames.length === 1, 2000);
     expect(ok.frames[0]).toEqual({ type: 'ack', frames: 1 });
     ok.socket.destroy();
@@ -220,13 +221,25 @@ describe('peer message stream', () => {
   it('closes a stream over a bad frame, with the reason, and delivers nothing of it', async () => {
     const r = await receiver();
     cleanup.push(() => r.app.close());
+    // A well-formed append and ack, as a primary and a replica send them (their compact layouts).
+    const record = { value: new Uint8Array([1, 2, 3]), clock: [['n1', 4]], epoch: 2, seq: 9 };
+    const append = { type: 'rep-append', partition: 3, session: 1, entries: [{ seq: 9, key: 'k', record }], from: 'n1', clusterName: 'streamtest', epoch: 2 };
+    const ack = { type: 'rep-ack', partition: 3, session: 1, acked: 9, caughtUp: true, resync: false, copying: false, from: 'n1', clusterName: 'streamtest', epoch: 2 };
+    const good = encodeBatch('n1', 'streamtest', [heartbeat(1), append, ack]);
     const bad: [Buffer, string, RegExp][] = [
-      [frame(Buffer.from([0xc1, 0xc1, 0xc1])), 'invalid_request', /malformed MessagePack frame/],
+      [frame(Buffer.from([0xc1, 0xc1, 0xc1])), 'invalid_request', /malformed stream frame: batch layout 193, not 2/],
       [frameHeader(0xffffffff), 'value_too_large', /over the limit/],
-      [frame(peerPackr.pack({ from: 'n3', messages: [{ ...heartbeat(1), from: 'n3' }] })), 'invalid_request', /batch from n3 on the stream of n1/],
-      [frame(peerPackr.pack({ from: 'n1', messages: [heartbeat(1), { ...heartbeat(2), epoch: -1 }] })), 'invalid_request', /malformed message: epoch/],
-      [frame(peerPackr.pack({ from: 'n1', messages: [{ ...heartbeat(1), clusterName: 'other' }] })), 'forbidden', /message for cluster "other"/],
-      [frame(peerPackr.pack({ from: 'n1', messages: [], extra: 1 })), 'invalid_request', /malformed message batch/],
+      [frame(good.subarray(0, good.length - 1)), 'invalid_request', /malformed stream frame: message: truncated at byte/],
+      [frame(Buffer.concat([good, Buffer.from([0])])), 'invalid_request', /malformed stream frame: 1 bytes after the last message/],
+      [frame(encodeBatch('n1', 'streamtest', [])), 'invalid_request', /malformed stream frame: count: 0 messages/],
+      [frame(encodeBatch('N 1', 'streamtest', [heartbeat(1)])), 'invalid_request', /malformed stream frame: from: "N 1" is not a node id/],
+      [frame(encodeBatch('n3', 'streamtest', [{ ...heartbeat(1), from: 'n3' }])), 'invalid_request', /batch from n3 on the stream of n1/],
+      [frame(encodeBatch('n1', 'streamtest', [heartbeat(1), { ...heartbeat(2), epoch: -1 }])), 'invalid_request', /malformed message: epoch/],
+      [frame(encodeBatch('n1', 'streamtest', [{ ...heartbeat(1), clusterName: 'other' }])), 'forbidden', /message for cluster "other"/],
+      // Compact messages get the same checks as any other: a counter of 0, an epoch of 0.
+      [frame(encodeBatch('n1', 'streamtest', [{ ...append, entries: [{ seq: 9, key: 'k', record: { ...record, clock: [['n1', 0]] } }] }])), 'invalid_request', /malformed message: entries\.0\.record\.clock/],
+      [frame(encodeBatch('n1', 'streamtest', [heartbeat(1), { ...ack, epoch: 0 }])), 'invalid_request', /malformed message: epoch/],
+      [frame(encodeBatch('n1', 'other', [{ ...append, clusterName: 'other' }])), 'forbidden', /message for cluster "other"/],
     ];
     for (const [bytes, code, message] of bad) {
       const s = await rawUpgrade(r.port, upgradeHeaders());
@@ -250,7 +263,7 @@ describe('peer message stream', () => {
     const first = await rawUpgrade(r.port, upgradeHeaders());
     const second = await rawUpgrade(r.port, upgradeHeaders());
     await first.closed;
-    second.socket.write(frame(peerPackr.pack({ from: 'n1', messages: [heartbeat(3)] })));
+    second.socket.write(frame(encodeBatch('n1', 'streamtest', [heartbeat(3)])));
     await until(() => r.delivered.length === 1, 2000);
     second.socket.destroy();
   });
