@@ -151,7 +151,10 @@ export function fromEntries(entries: Iterable<readonly [string, number]>): Vecto
 
 /** Canonical text: "n1=3;n2=1" (sorted by node id); the empty clock is "". */
 export function clockToString(c: VectorClock): string {
-  return c.map(([id, k]) => `${id}=${k}`).join(';');
+  // Every put and every get derives its ETag from this: a plain loop, no arrays.
+  let s = '';
+  for (let i = 0; i < c.length; i++) s += (i === 0 ? '' : ';') + c[i]![0] + '=' + String(c[i]![1]);
+  return s;
 }
 
 const COUNTER_TEXT = /^[1-9][0-9]{0,15}$/;

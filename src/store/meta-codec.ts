@@ -44,7 +44,7 @@ export function encodePartitionMeta(m: PartitionMeta): Buffer {
     size += 9;
     for (const id of learners) size += 1 + id.length;
   }
-  for (const [id] of m.purgedClock) size += 9 + id.length;
+  for (let i = 0; i < m.purgedClock.length; i++) size += 9 + m.purgedClock[i]![0].length;
   if (m.copyTarget !== null) {
     flags |= HAS_COPY_TARGET;
     size += 16;
@@ -78,9 +78,9 @@ export function encodePartitionMeta(m: PartitionMeta): Buffer {
     for (const l of learners) id(l);
   }
   b[o++] = m.purgedClock.length;
-  for (const [n, k] of m.purgedClock) {
-    id(n);
-    f64(k);
+  for (let i = 0; i < m.purgedClock.length; i++) {
+    id(m.purgedClock[i]![0]);
+    f64(m.purgedClock[i]![1]);
   }
   f64(m.purgedUpTo.epoch);
   f64(m.purgedUpTo.seq);

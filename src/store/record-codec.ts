@@ -40,7 +40,8 @@ export function recordBytes(r: StoredRecord): number {
   if (r.value !== null) size += r.value.byteLength;
   if (r.epoch !== undefined && r.seq !== undefined) size += 16;
   if (r.deletedAtMs !== undefined) size += 8;
-  for (const [id] of clock) size += 9 + id.length;
+  // Indexed loops: a destructuring for-of allocated an iterator result per entry here.
+  for (let i = 0; i < clock.length; i++) size += 9 + clock[i]![0].length;
   return size;
 }
 
@@ -58,12 +59,14 @@ export function writeRecord(b: Buffer, o: number, r: StoredRecord): number {
     b.writeDoubleLE(r.deletedAtMs, o);
     o += 8;
   }
-  b[o++] = r.clock.length;
-  for (const [id, k] of r.clock) {
+  const clock = r.clock;
+  b[o++] = clock.length;
+  for (let j = 0; j < clock.length; j++) {
+    const id = clock[j]![0];
     b[o++] = id.length;
     // Node ids are short ASCII: a loop is cheaper than a native Buffer.write per id.
     for (let i = 0; i < id.length; i++) b[o++] = id.charCodeAt(i);
-    b.writeDoubleLE(k, o);
+    b.writeDoubleLE(clock[j]![1], o);
     o += 8;
   }
   if (r.value !== null) {
