@@ -194,7 +194,8 @@ try {
     const windowMs = firstOk - killedAt;
     windows.push(windowMs);
 
-    const child = spawn(process.execPath, [MAIN, 'serve', '--config', join(dir, victim, 'ringkv.yaml')], {
+    // Restarted with `ringkv local`'s node flags, as the nodes it started (src/cli/local.ts).
+    const child = spawn(process.execPath, ['--single-threaded-gc', MAIN, 'serve', '--config', join(dir, victim, 'ringkv.yaml')], {
       env: { ...process.env, RINGKV_CLUSTER_SECRET: secret, RINGKV_LOG_FORMAT: 'json' },
       stdio: ['ignore', 'ignore', 'ignore'],
     });

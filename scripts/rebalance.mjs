@@ -19,8 +19,8 @@
 // Prints a summary; --json prints one JSON object at the end.
 // Environment: REBALANCE_ATTEMPTS=1 counts the client's attempts that were not plain
 // successes, by phase and kind; REBALANCE_SLOWEST=N lists the N slowest requests of the move with every
-// attempt that was not a plain success; REBALANCE_N4_NODE_ARGS adds node flags for n4,
-// REBALANCE_NODE_ARGS for n1..n3 (`ringkv local --node-args`);
+// attempt that was not a plain success; REBALANCE_N4_NODE_ARGS sets node flags for n4,
+// REBALANCE_NODE_ARGS for n1..n3 (`ringkv local --node-args`; both default to local's);
 // REBALANCE_N4_OUT=FILE keeps n4's output, REBALANCE_LOCAL_OUT=FILE n1..n3's (set
 // RINGKV_LOG_LEVEL=debug for the replication events, or REBALANCE_N4_LOG_LEVEL for n4 alone).
 
@@ -125,7 +125,9 @@ const base = await freeBase(4);
 const dir = mkdtempSync(join(tmpdir(), 'ringkv-rebalance-'));
 const client = (i) => `http://127.0.0.1:${base + 10 * (i - 1)}`;
 const peer = (i) => `http://127.0.0.1:${base + 10 * (i - 1) + 1}`;
-const local = spawn(process.execPath, [MAIN, 'local', '--nodes', '3', '--base-port', String(base), '--data', dir, '--log-format', 'json', `--node-args=${process.env.REBALANCE_NODE_ARGS ?? ''}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+// Without REBALANCE_NODE_ARGS, n1..n3 get `ringkv local`'s default node flags.
+const nodeArgs = process.env.REBALANCE_NODE_ARGS === undefined ? [] : [`--node-args=${process.env.REBALANCE_NODE_ARGS}`];
+const local = spawn(process.execPath, [MAIN, 'local', '--nodes', '3', '--base-port', String(base), '--data', dir, '--log-format', 'json', ...nodeArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
 let localOut = '';
 local.stdout.on('data', (d) => (localOut += d));
 local.stderr.on('data', (d) => (localOut += d));
@@ -247,9 +249,10 @@ try {
     `node: { id: n4, dataDir: ${JSON.stringify(n4dir)} }\nlisten: { client: "127.0.0.1:${base + 30}", peer: "127.0.0.1:${base + 31}" }\ncluster: { name: local, join: ${JSON.stringify(peer(1))} }\n`,
   );
   const secret = readFileSync(join(dir, 'cluster-secret'), 'utf8').trim();
-  // REBALANCE_N4_NODE_ARGS: extra node flags for n4 (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof");
-  // n4 then gets SIGTERM at the end and the script waits for it to exit.
-  const n4Args = (process.env.REBALANCE_N4_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  // REBALANCE_N4_NODE_ARGS: node flags for n4 (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof");
+  // n4 then gets SIGTERM at the end and the script waits for it to exit. The default is
+  // `ringkv local`'s for nodes that share the machine's CPUs (src/cli/local.ts).
+  const n4Args = (process.env.REBALANCE_N4_NODE_ARGS ?? '--single-threaded-gc').split(' ').filter(Boolean);
   const n4Out = process.env.REBALANCE_N4_OUT ? openSync(process.env.REBALANCE_N4_OUT, 'w') : null;
   n4 = spawn(process.execPath, [...n4Args, MAIN, 'serve', '--config', join(n4dir, 'ringkv.yaml')], {
     // REBALANCE_N4_LOG_LEVEL: n4's log level alone (with REBALANCE_N4_OUT), e.g. debug for its replication events.
