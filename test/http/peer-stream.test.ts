@@ -201,6 +201,8 @@ describe('peer message stream', () => {
       [upgradeHeaders({ 'x-ringkv-cluster': 'other' }), 403, 'forbidden'],
       [upgradeHeaders({ 'x-ringkv-from': 'N1 with spaces' }), 400, 'invalid_header'],
       [upgradeHeaders({ upgrade: 'websocket' }), 400, 'invalid_header'],
+      // A node of a build before the binary frames (stream version 1).
+      [upgradeHeaders({ upgrade: 'ringkv-peer/1' }), 400, 'invalid_header'],
       [upgradeHeaders(), 405, 'method_not_allowed', 'POST'],
       [upgradeHeaders(), 404, 'route_not_found', 'GET', '/peer/v1/other'],
     ];
