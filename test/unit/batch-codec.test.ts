@@ -58,6 +58,23 @@ describe('peer batch codec', () => {
     }
   });
 
+  it('sends a message the layout cannot carry exactly as MessagePack, for the receiver to refuse with the precise reason', () => {
+    const base = { type: 'rep-append', partition: 1, session: 1, from: 'n1', clusterName: 'local', epoch: 1 };
+    const rec = { value: new Uint8Array([1]), clock: [['n1', 1]], epoch: 1, seq: 1 };
+    const odd = [
+      { ...base, entries: [{ seq: 1, key: 'a', record: { ...rec, clock: [['N 1', 1]] } }] },
+      { ...base, entries: [{ seq: 1, key: 'a', record: { ...rec, extra: true } }] },
+      { ...base, entries: [{ seq: 1, key: 'a', record: { ...rec, clock: Array.from({ length: 300 }, (_, i) => [`n${i}`, 1]) } }] },
+    ];
+    const decoded = decodeBatch(encodeBatch('n1', 'local', odd)).messages;
+    expect(plain(decoded)).toEqual(plain(odd));
+    expect(decoded.map((m) => parseRepMessage(m))).toEqual([
+      { ok: false, error: 'entries.0.record.clock: bad node id' },
+      { ok: false, error: 'entries.0.record: unrecognized key "extra"' },
+      { ok: false, error: expect.stringMatching(/^entries\.0\.record\.clock/) },
+    ]);
+  });
+
   it('refuses any damaged frame with a BatchFormatError (or decodes it to messages the checks then judge)', () => {
     const frame = encodeBatch('n1', 'local', [
       { type: 'rep-append', partition: 1, session: 1, entries: [{ seq: 1, key: 'a', record: { value: new Uint8Array([1, 2]), clock: [['n1', 1]], epoch: 1, seq: 1 } }], from: 'n1', clusterName: 'local', epoch: 1 },
