@@ -2257,10 +2257,15 @@ function readResult(r: KvRecord | undefined): ClientResult {
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
+/** `body` must be a fresh object literal (every caller passes one): it becomes the message. */
 function send(rep: Replication, out: RepReady, to: NodeId, body: DistributiveOmit<RepMessage, keyof RepBase>): void {
   assert(to !== rep.id, 'the replication layer never messages itself');
-  const msg = { ...body, from: rep.id, clusterName: rep.clusterName, epoch: rep.cfg!.epoch } as RepMessage;
-  out.send.push({ to, msg });
+  // Completed in place rather than copied with a spread: one object per message, not two.
+  const msg = body as unknown as { -readonly [K in keyof RepBase]: RepBase[K] };
+  msg.from = rep.id;
+  msg.clusterName = rep.clusterName;
+  msg.epoch = rep.cfg!.epoch;
+  out.send.push({ to, msg: msg as unknown as RepMessage });
 }
 
 function writeMeta(out: RepReady, ps: PartitionState, meta: PartitionMeta): void {
