@@ -23,6 +23,7 @@ import { Packr, Unpackr } from 'msgpackr';
 import type { KvRecord } from '../core/replication.js';
 import { NODE_ID_PATTERN } from '../core/types.js';
 import { messagesPerBatchMax } from './wire.js';
+import { hasExactly } from './rep-wire.js';
 import { decodeRecordChecked, recordBytes, writeRecord } from '../store/record-codec.js';
 
 export const BATCH_FORMAT = 2;
@@ -72,32 +73,21 @@ interface AckLike {
   copying: boolean;
 }
 
-const appendKeys = ['type', 'partition', 'session', 'entries', 'from', 'clusterName', 'epoch'];
-const entryKeys = ['seq', 'key', 'record'];
-const recordKeys = ['value', 'clock', 'epoch', 'seq'];
-const deletedRecordKeys = [...recordKeys, 'deletedAtMs'];
-const ackKeys = ['type', 'partition', 'session', 'acked', 'caughtUp', 'resync', 'copying', 'from', 'clusterName', 'epoch'];
+// Exactly these keys, so that the compact form loses nothing.
+const appendKeys = new Set(['type', 'partition', 'session', 'entries', 'from', 'clusterName', 'epoch']);
+const entryKeys = new Set(['seq', 'key', 'record']);
+const recordKeys = new Set(['value', 'clock', 'epoch', 'seq']);
+const deletedRecordKeys = new Set([...recordKeys, 'deletedAtMs']);
+const ackKeys = new Set(['type', 'partition', 'session', 'acked', 'caughtUp', 'resync', 'copying', 'from', 'clusterName', 'epoch']);
 const isU32 = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= U32_MAX;
 const isF64Int = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n);
 
-/** Exactly these own keys (so that the compact form loses nothing). */
-function hasKeys(o: object, keys: readonly string[]): boolean {
-  let n = 0;
-  for (const k in o) {
-    if (!Object.hasOwn(o, k)) continue;
-    n++;
-  }
-  if (n !== keys.length) return false;
-  for (const k of keys) if (!Object.hasOwn(o, k)) return false;
-  return true;
-}
-
 function compactAppend(m: unknown, from: string, clusterName: string): m is AppendLike {
   const a = m as AppendLike;
-  if (a.type !== 'rep-append' || a.from !== from || a.clusterName !== clusterName || !hasKeys(a, appendKeys)) return false;
+  if (a.type !== 'rep-append' || a.from !== from || a.clusterName !== clusterName || !hasExactly(a, appendKeys)) return false;
   if (!isF64Int(a.epoch) || !isU32(a.partition) || !isU32(a.session) || !Array.isArray(a.entries) || a.entries.length > U32_MAX) return false;
   for (const e of a.entries) {
-    if (typeof e !== 'object' || e === null || !hasKeys(e, entryKeys) || !isF64Int(e.seq) || typeof e.key !== 'string' || e.key.length > 0xffff / 3) return false;
+    if (typeof e !== 'object' || e === null || !hasExactly(e, entryKeys) || !isF64Int(e.seq) || typeof e.key !== 'string' || e.key.length > 0xffff / 3) return false;
     if (!fitsRecordLayout(e.record)) return false;
   }
   return true;
@@ -110,7 +100,7 @@ function compactAppend(m: unknown, from: string, clusterName: string): m is Appe
  */
 function fitsRecordLayout(r: KvRecord): boolean {
   if (typeof r !== 'object' || r === null) return false;
-  if (!hasKeys(r, r.deletedAtMs === undefined ? recordKeys : deletedRecordKeys)) return false;
+  if (!hasExactly(r, r.deletedAtMs === undefined ? recordKeys : deletedRecordKeys)) return false;
   if (!isF64Int(r.epoch) || !isF64Int(r.seq) || (r.deletedAtMs !== undefined && !isF64Int(r.deletedAtMs))) return false;
   if (!(r.value === null || r.value instanceof Uint8Array) || !Array.isArray(r.clock) || r.clock.length > 255) return false;
   for (let i = 0; i < r.clock.length; i++) {
@@ -126,7 +116,7 @@ function compactAck(m: unknown, from: string, clusterName: string): m is AckLike
     a.type === 'rep-ack' &&
     a.from === from &&
     a.clusterName === clusterName &&
-    hasKeys(a, ackKeys) &&
+    hasExactly(a, ackKeys) &&
     isF64Int(a.epoch) &&
     isU32(a.partition) &&
     isU32(a.session) &&

@@ -180,7 +180,8 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 }
 
-function hasExactly(o: Record<string, unknown>, keys: ReadonlySet<string>): boolean {
+/** Exactly these own keys, and no symbols. */
+export function hasExactly(o: object, keys: ReadonlySet<string>): boolean {
   let n = 0;
   for (const k in o) {
     if (!Object.hasOwn(o, k)) continue;

@@ -80,36 +80,8 @@ export function writeRecord(b: Buffer, o: number, r: StoredRecord): number {
 export function decodeRecord(bytes: Uint8Array): StoredRecord {
   const b = asBuffer(bytes);
   if (b[0] !== MARK) return fromLegacy(legacy.unpack(b) as LegacyRecord);
-  const flags = b[1]!;
-  let o = 2;
-  let epoch: number | undefined;
-  let seq: number | undefined;
-  let deletedAtMs: number | undefined;
-  if (flags & HAS_POS) {
-    epoch = b.readDoubleLE(o);
-    seq = b.readDoubleLE(o + 8);
-    o += 16;
-  }
-  if (flags & HAS_DELETED) {
-    deletedAtMs = b.readDoubleLE(o);
-    o += 8;
-  }
-  const n = b[o++]!;
-  const clock: [string, number][] = new Array(n);
-  for (let i = 0; i < n; i++) {
-    const len = b[o++]!;
-    const id = b.toString('latin1', o, o + len);
-    o += len;
-    clock[i] = [id, b.readDoubleLE(o)];
-    o += 8;
-  }
-  let value: Uint8Array | null = null;
-  if (flags & LIVE) {
-    value = Buffer.allocUnsafe(b.length - o);
-    b.copy(value, 0, o);
-  }
-  const base = epoch === undefined ? { value, clock: clock as unknown as VectorClock } : { value, clock: clock as unknown as VectorClock, epoch, seq: seq! };
-  return deletedAtMs === undefined ? base : { ...base, deletedAtMs };
+  // One reader of the layout for the disk and the wire; its length checks cost ~25 ns a record.
+  return decodeRecordChecked(b, 0, b.length);
 }
 
 /**
