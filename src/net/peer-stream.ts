@@ -42,7 +42,6 @@ export const streamBufferedMax = 8 * 1024 * 1024;
 /** Largest frame a sender accepts back from a receiver (acks and errors are tiny). */
 const replyFrameMax = 64 * 1024;
 
-
 export class FrameTooLarge extends Error {}
 
 /** One frame's header: the payload's length, big-endian. */
