@@ -5,6 +5,7 @@ import type { ScanOptions, Store, StoreStats, StoredRecord, WriteOp } from './st
 import { compareUtf8, inRange } from './scan.js';
 import { decodeRecord, encodeRecord, isLiveRecord } from './record-codec.js';
 import { FRAME_HEADER_BYTES, readWal, WriteAheadLog } from './wal.js';
+import { Arena } from './arena.js';
 import { decodeOps, encodeOps } from './wal-ops.js';
 
 interface LmdbOptions {
@@ -33,33 +34,45 @@ export const lmdbPageSize = 16384;
 const CHECKPOINT_BYTES = 32 * 1024 * 1024;
 const CHECKPOINT_KEY = 'checkpoint-lsn';
 
-/**
- * Durable writes not yet in the B-tree. A key maps to its newest record (null: removed);
- * `reset` says the partition was dropped here, which hides every older record of it.
- */
-interface LayerEntry {
-  readonly record: StoredRecord;
-  /** The record encoded (record-codec.ts), as the checkpoint puts it into LMDB. */
-  readonly bytes: Buffer;
-}
+/** In a layer's record maps: the key was removed. Any other value is a position in the layer's arena. */
+const REMOVED = -1;
 
+/**
+ * Durable writes not yet in the B-tree. A key maps to the position of its newest record
+ * in `arena` (REMOVED: removed); `reset` says the partition was dropped here, which hides
+ * every older record of it. The records are kept encoded, in the arena, so that a layer is
+ * a few buffers and maps of numbers for the garbage collector, not objects per write.
+ */
 interface Layer {
-  readonly parts: Map<number, { readonly recs: Map<string, LayerEntry | null>; reset: boolean }>;
+  readonly parts: Map<number, { readonly recs: Map<string, number>; reset: boolean }>;
+  readonly arena: Arena;
   /** Metadata: the value, or null when removed. */
   readonly meta: Map<string, { readonly value: unknown; readonly bytes: Buffer } | null>;
   lastLsn: number;
   bytes: number;
 }
 
-const newLayer = (): Layer => ({ parts: new Map(), meta: new Map(), lastLsn: 0, bytes: 0 });
+const newLayer = (): Layer => ({ parts: new Map(), arena: new Arena(), meta: new Map(), lastLsn: 0, bytes: 0 });
 const isEmpty = (l: Layer): boolean => l.parts.size === 0 && l.meta.size === 0;
 
-function lookupIn(l: Layer | null, partition: number, key: string): LayerEntry | null | 'dropped' | undefined {
+/** The key's entry in layer l: a position, REMOVED, 'dropped' (its partition was), or undefined (older layers decide). */
+function lookupIn(l: Layer | null, partition: number, key: string): number | 'dropped' | undefined {
   const part = l?.parts.get(partition);
   if (part === undefined) return undefined;
-  const e = part.recs.get(key);
-  if (e !== undefined) return e;
+  const pos = part.recs.get(key);
+  if (pos !== undefined) return pos;
   return part.reset ? 'dropped' : undefined;
+}
+
+/**
+ * The key's newest durable record in layer l: its encoding (a view into the arena), null
+ * when the layer says there is none (removed, or its partition dropped), undefined when
+ * the layer does not decide.
+ */
+function bytesIn(l: Layer | null, partition: number, key: string): Buffer | null | undefined {
+  const pos = lookupIn(l, partition, key);
+  if (pos === undefined) return undefined;
+  return pos === 'dropped' || pos === REMOVED ? null : l!.arena.view(pos);
 }
 
 /**
@@ -184,26 +197,25 @@ export class LmdbStore implements Store {
     return (this.meta as unknown as { encoder: { encode(v: unknown): Uint8Array; decode(b: Uint8Array): unknown } }).encoder;
   }
 
-  /** The key's entry in the newest layer that decides it: a record, null (removed), 'dropped' (its partition was), or undefined (LMDB decides). */
-  private layered(partition: number, key: string): LayerEntry | null | 'dropped' | undefined {
-    const e = lookupIn(this.mem, partition, key);
-    return e !== undefined ? e : lookupIn(this.flushing, partition, key);
+  /** The key's newest durable record, encoded, from the newest layer that decides it; undefined when none does (LMDB decides). */
+  private layered(partition: number, key: string): Buffer | null | undefined {
+    const b = bytesIn(this.mem, partition, key);
+    return b !== undefined ? b : bytesIn(this.flushing, partition, key);
   }
 
   get(partition: PartitionId, key: string): StoredRecord | undefined {
-    const e = this.layered(partition, key);
-    if (e !== undefined) return e === null || e === 'dropped' ? undefined : e.record;
-    // A view into lmdb's reused read buffer, decoded (value copied out) at once.
-    const b = this.data.getBinaryFast([partition, key]);
+    const l = this.layered(partition, key);
+    if (l === null) return undefined;
+    // A view into the layer's arena, or into lmdb's reused read buffer: decoded (value copied out) at once.
+    const b = l !== undefined ? l : this.data.getBinaryFast([partition, key]);
     return b === undefined ? undefined : decodeRecord(b);
   }
 
   /** Is the key's newest durable record live? */
   private isLive(partition: number, key: string): boolean {
-    const e = this.layered(partition, key);
-    if (e !== undefined) return e !== null && e !== 'dropped' && e.record.value !== null;
-    const b = this.data.getBinaryFast([partition, key]);
-    return b !== undefined && isLiveRecord(b);
+    const l = this.layered(partition, key);
+    const b = l !== undefined ? l : this.data.getBinaryFast([partition, key]);
+    return b !== undefined && b !== null && isLiveRecord(b);
   }
 
   scan(partition: PartitionId, opts: ScanOptions): { key: string; record: StoredRecord }[] {
@@ -213,7 +225,7 @@ export class LmdbStore implements Store {
     for (let l: Layer | null = this.mem; l !== null && !hidden; l = l === this.mem ? this.flushing : null) {
       const part = l.parts.get(partition);
       if (part === undefined) continue;
-      for (const [k, e] of part.recs) if (!over.has(k) && inRange(k, opts) === 'take') over.set(k, e === null ? null : e.record);
+      for (const [k, pos] of part.recs) if (!over.has(k) && inRange(k, opts) === 'take') over.set(k, pos === REMOVED ? null : decodeRecord(l.arena.view(pos)));
       hidden = part.reset;
     }
     const extra = [...over.keys()].sort(compareUtf8);
@@ -269,18 +281,15 @@ export class LmdbStore implements Store {
         case 'put': {
           const live = op.record.value !== null;
           this.countLive(op.partition, (live ? 1 : 0) - (this.isLive(op.partition, op.key) ? 1 : 0));
-          // The value is read from the encoded record (it ends it), not from the caller's
-          // buffer: a record must not pin a whole request or copy chunk until the checkpoint.
-          const bytes = encoded[i]!;
-          const v = op.record.value;
-          const record = v === null ? op.record : { ...op.record, value: bytes.subarray(bytes.length - v.byteLength) };
-          this.partOf(l, op.partition).recs.set(op.key, { record, bytes });
+          // Copied into the arena: the record must not pin the caller's buffer (a whole
+          // request or copy chunk) until the checkpoint.
+          this.partOf(l, op.partition).recs.set(op.key, l.arena.add(encoded[i]!));
           l.bytes += encoded[i]!.length + op.key.length;
           break;
         }
         case 'remove':
           if (this.isLive(op.partition, op.key)) this.countLive(op.partition, -1);
-          this.partOf(l, op.partition).recs.set(op.key, null);
+          this.partOf(l, op.partition).recs.set(op.key, REMOVED);
           l.bytes += op.key.length;
           break;
         case 'remove-partition': {
@@ -334,7 +343,7 @@ export class LmdbStore implements Store {
     let last: Promise<unknown> = Promise.resolve();
     for (const [p, part] of l.parts) {
       if (part.reset) for (const k of this.data.getKeys({ start: [p, ''], end: [p + 1, ''] })) if (!part.recs.has(k[1])) last = this.data.remove(k);
-      for (const [k, e] of part.recs) last = e === null ? this.data.remove([p, k]) : this.data.put([p, k], e.bytes);
+      for (const [k, pos] of part.recs) last = pos === REMOVED ? this.data.remove([p, k]) : this.data.put([p, k], l.arena.view(pos));
     }
     for (const [k, e] of l.meta) last = e === null ? this.meta.remove(k) : this.meta.put(k, e.value);
     last = this.walDb.put(CHECKPOINT_KEY, l.lastLsn);
