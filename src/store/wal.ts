@@ -12,8 +12,15 @@
 // A crash can tear only the last append (one append is in flight at a time), so reading
 // stops at the first frame of the last segment that is short or fails its CRC; that
 // frame was never acknowledged. A bad frame anywhere else is corruption and stops the open.
+//
+// With fsync on, a segment is zero-filled ahead of the appends (`prepare`), and appends
+// overwrite the zeros in place: an O_DSYNC write that extends a file must also commit its
+// new size through the filesystem's journal, while one into space already written only
+// writes its data. On this project's test machine (ext4 on a virtio disk) a 6.4 KiB append
+// took 156–165 µs and 67–72 µs of CPU; the same write into zeroed space took 94–101 µs and
+// 44 µs. A frame header whose length is 0 (zeros: no frame is empty) ends a segment's frames.
 
-import { closeSync, constants, fsyncSync, ftruncateSync, openSync, readdirSync, readFileSync, unlinkSync, writev } from 'node:fs';
+import { closeSync, constants, fsyncSync, ftruncateSync, openSync, readdirSync, readFileSync, unlinkSync, write, writev } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 
@@ -23,6 +30,12 @@ const HEADER = FRAME_HEADER_BYTES;
 const SEGMENT_RE = /^wal-([0-9a-f]{16})\.log$/;
 /** A segment is closed and a new one begun once it holds this much. */
 const SEGMENT_BYTES = 64 * 1024 * 1024;
+/** Zeroed space is prepared ahead of the appends in steps of this much... */
+const PREPARE_BYTES = 1024 * 1024;
+/** ...one starting whenever less than this is left ahead of them. */
+const PREPARE_LOW_BYTES = 512 * 1024;
+
+let zeroStep: Buffer | null = null;
 
 export interface WalFrame {
   readonly lsn: number;
@@ -63,6 +76,7 @@ export function readWal(dir: string): WalFrame[] {
         break;
       }
       const len = buf.readUInt32LE(o);
+      if (len === 0) break; // the zeroed space after the last frame (the file comment)
       const end = o + HEADER + len;
       if (end > buf.length || crc32(buf.subarray(o + 8, end)) !== buf.readUInt32LE(o + 4)) {
         if (i < names.length - 1) throw bad(end > buf.length ? 'a frame longer than the segment' : 'a CRC mismatch');
@@ -74,8 +88,9 @@ export function readWal(dir: string): WalFrame[] {
       frames.push({ lsn, payload: buf.subarray(o + HEADER, end) });
       o = end;
     }
-    if (o < buf.length) {
-      // The torn tail of the last segment: an append that never completed, never acknowledged.
+    if (o < buf.length && i === names.length - 1) {
+      // The torn tail of the last segment (an append that never completed, never
+      // acknowledged), or its zeroed space.
       const fd = openSync(path, 'r+');
       try {
         ftruncateSync(fd, o);
@@ -96,7 +111,13 @@ export function readWal(dir: string): WalFrame[] {
 export class WriteAheadLog {
   private readonly segments: Segment[] = [];
   private fd = -1;
+  /** Where the next append goes in the current segment. */
   private segmentBytes = 0;
+  /** Bytes of the current segment that are durable, zeros or frames: appends below this extend nothing. */
+  private prepared = 0;
+  /** Zeros are being written at `prepared`; an append that would pass it waits (flush). */
+  private preparing = false;
+  private flushAfterPrepare = false;
   private nextLsn: number;
   private queue: Pending[] = [];
   private writing = false;
@@ -158,10 +179,14 @@ export class WriteAheadLog {
     return this.segments.length;
   }
 
-  /** Resolves once every frame appended so far is durable (or failed). */
+  /** Resolves once every frame appended so far is durable (or failed), and no zeroing is in flight. */
   idle(): Promise<void> {
-    if (!this.writing) return Promise.resolve();
+    if (!this.writing && !this.preparing) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private settleIdle(): void {
+    if (!this.writing && !this.preparing) for (const w of this.idleWaiters.splice(0)) w();
   }
 
   /** Closes the current segment. Call after idle(). */
@@ -173,9 +198,11 @@ export class WriteAheadLog {
   private openSegment(): void {
     if (this.fd >= 0) closeSync(this.fd);
     const name = segmentName(this.nextLsn);
-    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND | (this.fsync ? constants.O_DSYNC : 0);
+    // Not O_APPEND: appends are positional, into the zeroed space (the file comment).
+    const flags = constants.O_WRONLY | constants.O_CREAT | (this.fsync ? constants.O_DSYNC : 0);
     this.fd = openSync(join(this.dir, name), flags, 0o600);
     this.segmentBytes = 0;
+    this.prepared = 0;
     this.segments.push({ name, firstLsn: this.nextLsn, lastLsn: this.nextLsn - 1 });
     if (this.fsync) {
       // The new file's directory entry must be durable before any frame in it counts.
@@ -186,14 +213,49 @@ export class WriteAheadLog {
         closeSync(d);
       }
     }
+    this.prepare();
+  }
+
+  /**
+   * Zero-fills the next PREPARE_BYTES after `prepared`, in the background, once less than
+   * PREPARE_LOW_BYTES is left ahead of the appends (fsync on only: without it an append
+   * syncs nothing). The zeros go through the segment's O_DSYNC descriptor, so they are
+   * durable, file size included, when the write returns.
+   */
+  private prepare(): void {
+    if (!this.fsync || this.preparing || this.failed !== null) return;
+    if (this.prepared >= SEGMENT_BYTES || this.prepared - this.segmentBytes >= PREPARE_LOW_BYTES) return;
+    this.preparing = true;
+    const at = this.prepared;
+    zeroStep ??= Buffer.alloc(PREPARE_BYTES);
+    write(this.fd, zeroStep, 0, PREPARE_BYTES, at, (err, written) => {
+      this.preparing = false;
+      if (err === null && written !== PREPARE_BYTES) err = new Error(`short write-ahead log zero-fill: ${written} of ${PREPARE_BYTES} bytes`) as NodeJS.ErrnoException;
+      if (err !== null) {
+        // An I/O error on the log's disk: what is on it is no longer known, and every later
+        // append fails. An append in flight finishes first (its flush then finds nothing).
+        if (this.writing && !this.flushAfterPrepare) {
+          this.failed ??= err;
+          for (const p of this.queue.splice(0)) p.reject(this.failed);
+          return;
+        }
+        return this.fail([], err);
+      }
+      this.prepared = Math.max(this.prepared, at + PREPARE_BYTES);
+      if (this.flushAfterPrepare) {
+        this.flushAfterPrepare = false;
+        this.flush();
+      } else {
+        this.prepare();
+        this.settleIdle();
+      }
+    });
   }
 
   private flush(): void {
-    const batch = this.queue;
-    this.queue = [];
-    if (batch.length === 0) {
+    if (this.queue.length === 0) {
       this.writing = false;
-      for (const w of this.idleWaiters.splice(0)) w();
+      this.settleIdle();
       return;
     }
     this.writing = true;
@@ -201,16 +263,27 @@ export class WriteAheadLog {
       try {
         this.openSegment();
       } catch (e) {
-        return this.fail(batch, e as Error);
+        return this.fail([], e as Error);
       }
     }
-    const frames = batch.map((p) => p.frame);
     let bytes = 0;
-    for (const f of frames) bytes += f.length;
-    writev(this.fd, frames, (err, written) => {
+    for (const p of this.queue) bytes += p.frame.length;
+    // Zeros being written past `prepared` must not land on frames: wait for them (the
+    // frames queued meanwhile join this append). Without a zero-fill in flight an append
+    // may pass `prepared`; it then extends the file itself.
+    if (this.preparing && this.segmentBytes + bytes > this.prepared) {
+      this.flushAfterPrepare = true;
+      return;
+    }
+    const batch = this.queue;
+    this.queue = [];
+    const frames = batch.map((p) => p.frame);
+    writev(this.fd, frames, this.segmentBytes, (err, written) => {
       if (err === null && written !== bytes) err = new Error(`short write-ahead log append: ${written} of ${bytes} bytes`) as NodeJS.ErrnoException;
       if (err !== null) return this.fail(batch, err);
       this.segmentBytes += bytes;
+      this.prepared = Math.max(this.prepared, this.segmentBytes);
+      this.prepare();
       this.appends++;
       this.frames += batch.length;
       this.bytes += bytes;
@@ -222,10 +295,12 @@ export class WriteAheadLog {
   }
 
   private fail(batch: Pending[], e: Error): void {
-    this.failed = e;
-    for (const p of [...batch, ...this.queue]) p.reject(e);
+    this.failed ??= e;
+    for (const p of [...batch, ...this.queue]) p.reject(this.failed);
     this.queue = [];
+    // A flush waiting for the zero-fill is over too (nothing is left to write).
+    this.flushAfterPrepare = false;
     this.writing = false;
-    for (const w of this.idleWaiters.splice(0)) w();
+    this.settleIdle();
   }
 }

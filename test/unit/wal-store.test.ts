@@ -3,7 +3,7 @@
 // layer, being checkpointed, or in the B-tree; acknowledged writes survive kill -9; a torn
 // last append is dropped, corruption elsewhere stops the open with its place.
 import { spawn } from 'node:child_process';
-import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,7 +15,7 @@ import { LmdbStore } from '../../src/store/lmdb-store.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import type { Store, WriteOp } from '../../src/store/store.js';
 import { encodeRecord } from '../../src/store/record-codec.js';
-import { FRAME_HEADER_BYTES, WriteAheadLog } from '../../src/store/wal.js';
+import { FRAME_HEADER_BYTES, readWal, WriteAheadLog } from '../../src/store/wal.js';
 import { encodeOps } from '../../src/store/wal-ops.js';
 
 const dirs: string[] = [];
@@ -165,7 +165,18 @@ describe('lmdb store with its write-ahead log', () => {
     // The log still holds frames (nothing closed it); a torn append at its end is dropped.
     const segments = readdirSync(dir).filter((n) => n.startsWith('wal-')).sort();
     expect(segments.length).toBeGreaterThan(0);
-    appendFileSync(join(dir, segments[segments.length - 1]!), Buffer.from([200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]));
+    // The torn frame goes where the next append would have: after the last frame, over
+    // the zeroed space the log prepares ahead of its appends.
+    const last = join(dir, segments[segments.length - 1]!);
+    const bytes = readFileSync(last);
+    let end = 0;
+    while (end + FRAME_HEADER_BYTES <= bytes.length && bytes.readUInt32LE(end) !== 0) end += FRAME_HEADER_BYTES + bytes.readUInt32LE(end);
+    expect(bytes.subarray(end).every((b) => b === 0)).toBe(true); // what follows the frames is zeros
+    const torn = Buffer.from([200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]);
+    const out = Buffer.alloc(Math.max(bytes.length, end + torn.length));
+    bytes.copy(out);
+    torn.copy(out, end);
+    writeFileSync(last, out);
 
     const s = new LmdbStore({ path: dir, fsync: true, mapSizeBytes: 64 * 1024 * 1024 });
     try {
@@ -186,6 +197,34 @@ describe('lmdb store with its write-ahead log', () => {
       await s.close();
     }
   }, 60_000);
+
+  it('appends into zeroed space ahead of them (fsync on), and reads every frame back across segments that end in zeros', async () => {
+    const dir = tmp();
+    const payload = (i: number): Buffer => {
+      const b = Buffer.alloc(FRAME_HEADER_BYTES + 4 + 300 * i, i);
+      b.writeUInt32LE(0, FRAME_HEADER_BYTES);
+      return b;
+    };
+    const w1 = new WriteAheadLog(dir, true, 1);
+    const first = [1, 2, 3].map((i) => w1.append(payload(i), () => undefined).done);
+    await Promise.all(first);
+    await w1.idle();
+    w1.close();
+    const [seg1] = readdirSync(dir).filter((n) => n.startsWith('wal-'));
+    const bytes = readFileSync(join(dir, seg1!));
+    const framesEnd = [1, 2, 3].reduce((n, i) => n + payload(i).length, 0);
+    // The segment was zero-filled ahead of the appends: a MiB of it, zeros after the frames.
+    expect(bytes.length).toBeGreaterThanOrEqual(1024 * 1024);
+    expect(bytes.subarray(framesEnd).every((b) => b === 0)).toBe(true);
+    // A later segment: the zeros that end the first one are not mistaken for corruption.
+    const w2 = new WriteAheadLog(dir, true, 4);
+    await Promise.all([4, 5].map((i) => w2.append(payload(i), () => undefined).done));
+    await w2.idle();
+    w2.close();
+    const frames = readWal(dir);
+    expect(frames.map((f) => f.lsn)).toEqual([1, 2, 3, 4, 5]);
+    for (const f of frames) expect(f.payload.equals(payload(f.lsn).subarray(FRAME_HEADER_BYTES))).toBe(true);
+  });
 
   it('refuses to open when a frame before the last segment is corrupt, naming the file and byte', async () => {
     const dir = tmp();
