@@ -197,6 +197,7 @@ export class WriteAheadLog {
 
   private openSegment(): void {
     if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1; // if the open below throws, close() must not close the number again
     const name = segmentName(this.nextLsn);
     // Not O_APPEND: appends are positional, into the zeroed space (the file comment).
     const flags = constants.O_WRONLY | constants.O_CREAT | (this.fsync ? constants.O_DSYNC : 0);
