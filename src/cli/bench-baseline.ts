@@ -1,7 +1,7 @@
 // The yardstick for `ringkv bench --baseline`: a bare fastify server whose routes do
-// nothing. bench.ts runs it as a separate process (so it has its own event loop, like a
-// ringkv node does), drives it with the same client, and reports ringkv's rates as a
-// share of this one's. It prints `{"port":N}` on one stdout line once it is listening,
+// nothing (and GET /metrics, its CPU time, read outside the measured requests). bench.ts
+// runs it as a separate process (so it has its own event loop, like a ringkv node does),
+// drives it with the same client, and reports ringkv's rates as a share of this one's. It prints `{"port":N}` on one stdout line once it is listening,
 // and exits on SIGTERM/SIGINT, or when the parent that spawned it with an IPC channel
 // goes away. Run by hand (`node dist/cli/bench-baseline.js`) it serves until killed.
 
@@ -15,6 +15,12 @@ app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(
 
 app.get('/noop', async (_req, reply) => reply.code(200).send());
 app.put('/noop', async (_req, reply) => reply.code(200).send());
+// This process's CPU time, as Prometheus' process collector names it: bench samples it
+// around each measured window to report the server's CPU per request.
+app.get('/metrics', async (_req, reply) => {
+  const u = process.cpuUsage();
+  return reply.type('text/plain; version=0.0.4').send(`process_cpu_seconds_total ${(u.user + u.system) / 1e6}\n`);
+});
 
 await app.listen({ host: '127.0.0.1', port: 0 });
 const address = app.server.address();

@@ -62,6 +62,12 @@ Usage: ringkv bench [options]
   --json                     print one JSON object instead of a table
   -h, --help                 this text
 
+Each row also gives the CPU time per request of the servers loaded (with --routing ring,
+every active member; with --routing endpoints, the --endpoints only), from the CPU
+counter each exports on GET /metrics (ringkv_process_cpu_seconds_total; etcd's and the
+baseline's process_cpu_seconds_total), read at the start and end of the measured window,
+and of this client process.
+
 Any non-2xx reply (and any 404 once the keyspace is populated) counts as an error; for
 etcd, any non-200 reply, and a range reply without kvs once its keyspace is populated.
 Exit codes: 0 no errors, 1 some requests failed (or an endpoint is not ready: /readyz,
@@ -446,6 +452,8 @@ interface PhaseResult {
   readonly latency: LatencyHistogram;
   readonly errors: ReadonlyMap<string, number>;
   readonly errorCount: number;
+  /** CPU seconds used over the measured window: by the servers (null: not known) and by this process. */
+  readonly cpu: { readonly serverS: number | null; readonly clientS: number } | null;
 }
 
 /**
@@ -454,7 +462,7 @@ interface PhaseResult {
  * inside the measured window; requests still in flight at its end are not counted, and
  * none are started after it.
  */
-async function runPhase(target: Target, spec: PhaseSpec, opts: BenchOptions, progress: Progress): Promise<PhaseResult> {
+async function runPhase(target: Target, spec: PhaseSpec, opts: BenchOptions, progress: Progress, serverCpu: CpuSampler | null): Promise<PhaseResult> {
   const latency = new LatencyHistogram();
   const errors = new Map<string, number>();
   let errorCount = 0;
@@ -490,15 +498,95 @@ async function runPhase(target: Target, spec: PhaseSpec, opts: BenchOptions, pro
     }
   };
 
+  // CPU marks at the start and the end of the measured window (the end: once the last
+  // request started inside it has completed).
+  const mark = async (): Promise<CpuMark> => ({ clientS: clientCpuSeconds(), serverS: serverCpu === null ? null : await serverCpu() });
+  let startMark: Promise<CpuMark> | null = null;
+  const startTimer = setTimeout(() => {
+    startMark = mark();
+  }, opts.warmupS * 1000);
+
   const stopProgress = progress.start(spec.label, opts, () => completed);
   const workers: Promise<void>[] = [];
   for (let i = 0; i < opts.connections; i++) workers.push(worker(ownPool(target, i)));
   await Promise.all(workers);
   stopProgress();
+  clearTimeout(startTimer);
+  const endMark = await mark();
+  const begin = startMark === null ? null : await (startMark as Promise<CpuMark>);
+  const cpu =
+    begin === null
+      ? null
+      : { clientS: endMark.clientS - begin.clientS, serverS: begin.serverS === null || endMark.serverS === null ? null : endMark.serverS - begin.serverS };
 
   const requests = latency.count;
-  return { label: spec.label, requests, durationS: opts.durationS, opsPerS: requests / opts.durationS, latency, errors, errorCount };
+  return { label: spec.label, requests, durationS: opts.durationS, opsPerS: requests / opts.durationS, latency, errors, errorCount, cpu };
 }
+
+// ---------------------------------------------------------------------------------------
+// CPU per request
+
+/** CPU seconds used so far by the server processes behind a target, summed; null when one of them does not say. */
+type CpuSampler = () => Promise<number | null>;
+
+interface CpuMark {
+  readonly clientS: number;
+  readonly serverS: number | null;
+}
+
+/** This process's CPU seconds so far (user + system, all threads). */
+function clientCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+/**
+ * The sum of the samples of `metric` in a Prometheus text exposition (every label set),
+ * or null when it has none. `metric` must match a whole name: a line of
+ * `ringkv_process_cpu_seconds_total{node="n1"} 12.5` counts for
+ * `ringkv_process_cpu_seconds_total`, one of `..._total_x` does not.
+ */
+export function metricSum(text: string, metric: string): number | null {
+  let total: number | null = null;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(metric)) continue;
+    let rest = line.slice(metric.length);
+    if (rest.startsWith('{')) {
+      const close = rest.lastIndexOf('}');
+      if (close < 0) continue;
+      rest = rest.slice(close + 1);
+    } else if (!rest.startsWith(' ')) continue;
+    const value = Number(rest.trim().split(/\s+/)[0]);
+    if (rest.trim() !== '' && Number.isFinite(value)) total = (total ?? 0) + value;
+  }
+  return total;
+}
+
+/**
+ * Samples the servers behind a target: `GET path` on every origin at once, each reply's
+ * `metric` summed. ringkv nodes export prom-client's process metrics under the ringkv_
+ * prefix, etcd exports Go's, and the baseline serves the same line.
+ */
+function cpuSampler(t: Target, path: string, metric: string): CpuSampler {
+  const op: Op = { method: 'GET', path, body: null, key: -1, write: false, readReply: true };
+  return async () => {
+    const values = await Promise.all(
+      t.pools.map(async (pool) => {
+        try {
+          const r = await send(pool, op, t.headers);
+          return r.status === 200 && r.body !== null ? metricSum(r.body.toString('utf8'), metric) : null;
+        } catch {
+          return null;
+        }
+      }),
+    );
+    return values.some((v) => v === null) ? null : values.reduce<number>((a, v) => a + v!, 0);
+  };
+}
+
+const RINGKV_CPU_METRIC = 'ringkv_process_cpu_seconds_total';
+/** The name prometheus' process collector uses (etcd, the baseline). */
+export const PROCESS_CPU_METRIC = 'process_cpu_seconds_total';
 
 /** Writes every key not yet written, as fast as the workers go; nothing is measured. */
 async function populate(target: Target, work: Workloads, opts: BenchOptions): Promise<number> {
@@ -722,8 +810,10 @@ async function runBench(opts: BenchOptions): Promise<number> {
     const baseline = opts.baseline ? await measureBaseline(opts, progress) : null;
     const values = benchValues(opts);
     const etcd =
-      etcdTarget === null ? null : await runWorkloads(etcdTarget, new Workloads(opts, etcdCodec(KEY_PREFIX, values, opts.keys, mixedLabel(opts))), opts, baseline, progress);
-    const workloads = await runWorkloads(target, new Workloads(opts, ringkvCodec(opts, values)), opts, baseline, progress);
+      etcdTarget === null
+        ? null
+        : await runWorkloads(etcdTarget, new Workloads(opts, etcdCodec(KEY_PREFIX, values, opts.keys, mixedLabel(opts))), opts, baseline, progress, cpuSampler(etcdTarget, '/metrics', PROCESS_CPU_METRIC));
+    const workloads = await runWorkloads(target, new Workloads(opts, ringkvCodec(opts, values)), opts, baseline, progress, cpuSampler(target, '/metrics', RINGKV_CPU_METRIC));
     const report: BenchReport = { baseline, etcd, workloads };
     process.stdout.write(opts.json ? JSON.stringify(toJson(report, opts)) + '\n' : renderTable(report, opts));
     const failed = [...workloads, ...(etcd ?? [])].some((w) => w.result.errorCount > 0);
@@ -741,11 +831,12 @@ async function runWorkloads(
   opts: BenchOptions,
   baseline: BenchReport['baseline'],
   progress: Progress,
+  cpu: CpuSampler,
 ): Promise<WorkloadResult[]> {
   const results: WorkloadResult[] = [];
   for (const w of opts.workloads) {
     if (w !== 'put' && !work.isPopulated()) await populateWithNotice(target, work, opts);
-    const result = await runPhase(target, work.spec(w), opts, progress);
+    const result = await runPhase(target, work.spec(w), opts, progress, cpu);
     results.push({ workload: w, result, baselineOpsPerS: baselineRateFor(w, baseline, opts.mixedReadRatio) });
   }
   return results;
@@ -783,8 +874,9 @@ async function measureBaseline(opts: BenchOptions, progress: Progress): Promise<
     if (problem !== null) throw new Error(`bench-baseline: ${problem.message}`);
     const specs = baselineSpecs(opts);
     const needs = baselineNeeds(opts.workloads);
-    const get = needs.includes('GET') ? await runPhase(target, specs.get, opts, progress) : null;
-    const put = needs.includes('PUT') ? await runPhase(target, specs.put, opts, progress) : null;
+    const cpu = cpuSampler(target, '/metrics', PROCESS_CPU_METRIC);
+    const get = needs.includes('GET') ? await runPhase(target, specs.get, opts, progress, cpu) : null;
+    const put = needs.includes('PUT') ? await runPhase(target, specs.put, opts, progress, cpu) : null;
     return { get, put };
   } finally {
     await closeTarget(target);
@@ -839,7 +931,13 @@ function phaseJson(r: PhaseResult): object {
       max: ms(r.latency.maxNs),
     },
     errors: { total: r.errorCount, byStatus: Object.fromEntries(r.errors) },
+    // CPU time per measured request, in µs: the servers' (null when they do not say) and this client's.
+    cpuUsPerOp: r.cpu === null ? null : { server: usPerOp(r.cpu.serverS, r.requests), client: usPerOp(r.cpu.clientS, r.requests) },
   };
+}
+
+function usPerOp(cpuS: number | null, requests: number): number | null {
+  return cpuS === null || requests === 0 ? null : Math.round((cpuS / requests) * 1e7) / 10;
 }
 
 function workloadJson(w: WorkloadResult): object {
@@ -897,7 +995,11 @@ function toJson(report: BenchReport, opts: BenchOptions): object {
 
 function renderTable(report: BenchReport, opts: BenchOptions): string {
   const withEtcd = report.etcd !== null;
-  const header = ['workload', 'ops/s', 'p50 ms', 'p99 ms', 'p999 ms', 'max ms', 'errors', '% of baseline', ...(withEtcd ? ['× etcd', 'p99 < etcd'] : [])];
+  const header = ['workload', 'ops/s', 'p50 ms', 'p99 ms', 'p999 ms', 'max ms', 'errors', 'server µs/op', 'client µs/op', '% of baseline', ...(withEtcd ? ['× etcd', 'p99 < etcd'] : [])];
+  const fmtUs = (cpuS: number | null | undefined, requests: number): string => {
+    const us = cpuS === undefined ? null : usPerOp(cpuS, requests);
+    return us === null ? '–' : us.toFixed(1);
+  };
   const row = (r: PhaseResult, pct: string, etcd: string[]): string[] => [
     r.label,
     fmtInt(r.opsPerS),
@@ -906,6 +1008,8 @@ function renderTable(report: BenchReport, opts: BenchOptions): string {
     fmtMs(r.latency.percentileNs(0.999)),
     fmtMs(r.latency.maxNs),
     fmtInt(r.errorCount),
+    fmtUs(r.cpu?.serverS, r.requests),
+    fmtUs(r.cpu?.clientS, r.requests),
     pct,
     ...(withEtcd ? etcd : []),
   ];
@@ -943,6 +1047,10 @@ function renderTable(report: BenchReport, opts: BenchOptions): string {
         `etcd ${opts.etcd.join(',')} through its v3 JSON gateway (get: linearizable range), workers round-robin over its URLs`,
     );
   }
+  out.push(
+    'server µs/op: CPU time (user + system) of the servers loaded, from their /metrics, per request measured; ' +
+      'client µs/op: this process\'s; – where a server does not export its CPU time',
+  );
   out.push(
     `${opts.connections} connections, ${opts.durationS}s measured after ${opts.warmupS}s warmup per row; ` +
       `${opts.valueBytes}-byte values; ${opts.keys} keys; Node ${process.version}; ${availableParallelism()} CPUs shared by client and server`,

@@ -2,7 +2,7 @@
 
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Pool } from 'undici';
@@ -77,6 +77,25 @@ describe('ringkv CLI', () => {
     expect(missing.stderr).toMatch(/not_found \(404\)/);
     const missingJson = await ringkv('get', 'g2', '--json');
     expect(JSON.parse(missingJson.stdout)).toMatchObject({ status: 404, error: { code: 'not_found' } });
+  });
+
+  it('bench measures rates, latencies and CPU per request, of ringkv and of the bare baseline', async () => {
+    const r = await ringkv('bench', '--workload', 'get', '--baseline', '--keys', '50', '--connections', '4', '--warmup-s', '0.3', '--duration-s', '1', '--json');
+    expect(r.code).toBe(0);
+    type Phase = { requests: number; opsPerS: number; errors: { total: number }; cpuUsPerOp: { server: number | null; client: number | null } | null };
+    const out = JSON.parse(r.stdout) as { baseline: { get: Phase; put: Phase | null }; workloads: (Phase & { workload: string; baselinePercent: number })[] };
+    const get = out.workloads[0]!;
+    expect(get.workload).toBe('get');
+    expect(get.requests).toBeGreaterThan(100);
+    expect(get.errors.total).toBe(0);
+    expect(get.baselinePercent).toBeGreaterThan(0);
+    // Both servers report their CPU time: the node through /metrics, the baseline likewise.
+    for (const phase of [get, out.baseline.get]) {
+      expect(phase.cpuUsPerOp?.server).toBeGreaterThan(0);
+      expect(phase.cpuUsPerOp?.client).toBeGreaterThan(0);
+      // Not more than the whole machine's time per request (a sanity bound on the window).
+      expect(phase.cpuUsPerOp!.server!).toBeLessThan((availableParallelism() * 1e6) / phase.opsPerS);
+    }
   });
 
   it('usage errors exit 2; an unreachable endpoint exits 3', async () => {
