@@ -62,8 +62,8 @@ Usage: ringkv bench [options]
   --json                     print one JSON object instead of a table
   -h, --help                 this text
 
-Each row also gives the CPU time per request of the servers loaded (with --routing ring,
-every active member; with --routing endpoints, the --endpoints only), from the CPU
+Each row also gives the CPU time per request of the servers (every active member of the
+ringkv cluster, whichever --routing; every --etcd URL; the baseline), from the CPU
 counter each exports on GET /metrics (ringkv_process_cpu_seconds_total; etcd's and the
 baseline's process_cpu_seconds_total), read at the start and end of the measured window,
 and of this client process.
@@ -372,13 +372,7 @@ const headersFor = (t: Target, op: Op): Record<string, string> => (op.body === n
  * pool may open up to `connections` connections (undici opens them as needed).
  */
 async function ringTarget(opts: BenchOptions): Promise<Target | PreflightProblem> {
-  const client = new RingkvClient({ endpoints: opts.endpoints, ...(opts.token === undefined ? {} : { token: opts.token }), timeoutMs: 5000 });
-  let map: PartitionMap | null;
-  try {
-    map = await client.refreshMap();
-  } finally {
-    await client.close();
-  }
+  const map = await fetchMap(opts);
   if (map === null) return { unreachable: true, message: `no endpoint answered GET /v1/cluster (${opts.endpoints.join(', ')})` };
   const origins = map.activeOrigins;
   if (origins.length === 0 || origins.length >= NO_ROUTE) {
@@ -386,6 +380,29 @@ async function ringTarget(opts: BenchOptions): Promise<Target | PreflightProblem
   }
   process.stderr.write(`  routing: each key to its primary, epoch ${map.epoch}: ${origins.map((o) => `${map.nodeAt(o)} ${o}`).join(', ')}\n`);
   return makeTarget(origins, opts.connections, { token: opts.token, contentType: RINGKV_CONTENT_TYPE }, (pools) => routeKeys(map, origins, pools, opts.keys));
+}
+
+/** The cluster's partition map, from the first of --endpoints that gives one; null if none does. */
+async function fetchMap(opts: BenchOptions): Promise<PartitionMap | null> {
+  const client = new RingkvClient({ endpoints: opts.endpoints, ...(opts.token === undefined ? {} : { token: opts.token }), timeoutMs: 5000 });
+  try {
+    return await client.refreshMap();
+  } finally {
+    await client.close();
+  }
+}
+
+/**
+ * Where the CPU of ringkv's servers is read: every node that does work for the requests.
+ * With ring routing those are the target's origins; with --routing endpoints, the other
+ * members forward and replicate too, so they are read from the cluster's map (the
+ * endpoints alone when it has none). The second target, if any, is for /metrics only.
+ */
+async function ringkvCpuTarget(opts: BenchOptions, target: Target): Promise<Target> {
+  if (opts.routing === 'ring') return target;
+  const map = await fetchMap(opts).catch(() => null);
+  const origins = map === null ? [] : map.activeOrigins;
+  return origins.length === 0 ? target : makeTarget(origins, 1, { token: opts.token, contentType: RINGKV_CONTENT_TYPE });
 }
 
 /** In routeKeys' table: the key's partition has no primary with a pool. */
@@ -813,7 +830,13 @@ async function runBench(opts: BenchOptions): Promise<number> {
       etcdTarget === null
         ? null
         : await runWorkloads(etcdTarget, new Workloads(opts, etcdCodec(KEY_PREFIX, values, opts.keys, mixedLabel(opts))), opts, baseline, progress, cpuSampler(etcdTarget, '/metrics', PROCESS_CPU_METRIC));
-    const workloads = await runWorkloads(target, new Workloads(opts, ringkvCodec(opts, values)), opts, baseline, progress, cpuSampler(target, '/metrics', RINGKV_CPU_METRIC));
+    const cpuTarget = await ringkvCpuTarget(opts, target);
+    let workloads: WorkloadResult[];
+    try {
+      workloads = await runWorkloads(target, new Workloads(opts, ringkvCodec(opts, values)), opts, baseline, progress, cpuSampler(cpuTarget, '/metrics', RINGKV_CPU_METRIC));
+    } finally {
+      if (cpuTarget !== target) await closeTarget(cpuTarget);
+    }
     const report: BenchReport = { baseline, etcd, workloads };
     process.stdout.write(opts.json ? JSON.stringify(toJson(report, opts)) + '\n' : renderTable(report, opts));
     const failed = [...workloads, ...(etcd ?? [])].some((w) => w.result.errorCount > 0);
@@ -1048,7 +1071,7 @@ function renderTable(report: BenchReport, opts: BenchOptions): string {
     );
   }
   out.push(
-    'server µs/op: CPU time (user + system) of the servers loaded, from their /metrics, per request measured; ' +
+    'server µs/op: CPU time (user + system) of the servers (every cluster member, from their /metrics), per request measured; ' +
       'client µs/op: this process\'s; – where a server does not export its CPU time',
   );
   out.push(
