@@ -1071,7 +1071,7 @@ function renderTable(report: BenchReport, opts: BenchOptions): string {
     );
   }
   out.push(
-    'server µs/op: CPU time (user + system) of the servers (every cluster member, from their /metrics), per request measured; ' +
+    'server µs/op: CPU time (user + system) of the servers (every ringkv member, every etcd URL, the baseline: from their /metrics), per request measured; ' +
       'client µs/op: this process\'s; – where a server does not export its CPU time',
   );
   out.push(
