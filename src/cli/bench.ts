@@ -30,6 +30,7 @@ import { Pool, type Dispatcher } from 'undici';
 import { RingkvClient, type PartitionMap } from '../client/index.js';
 import { ETCD_HEALTH_PATH, etcdCodec, opsRatio, p99Below } from './bench-etcd.js';
 import { endpointsFrom } from './http-client.js';
+import { metricSum } from './prom-text.js';
 
 /** The CLI's exit codes (docs/cli.md); main.ts owns the table, bench uses the same numbers. */
 const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
@@ -555,28 +556,6 @@ interface CpuMark {
 function clientCpuSeconds(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
-}
-
-/**
- * The sum of the samples of `metric` in a Prometheus text exposition (every label set),
- * or null when it has none. `metric` must match a whole name: a line of
- * `ringkv_process_cpu_seconds_total{node="n1"} 12.5` counts for
- * `ringkv_process_cpu_seconds_total`, one of `..._total_x` does not.
- */
-export function metricSum(text: string, metric: string): number | null {
-  let total: number | null = null;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(metric)) continue;
-    let rest = line.slice(metric.length);
-    if (rest.startsWith('{')) {
-      const close = rest.lastIndexOf('}');
-      if (close < 0) continue;
-      rest = rest.slice(close + 1);
-    } else if (!rest.startsWith(' ')) continue;
-    const value = Number(rest.trim().split(/\s+/)[0]);
-    if (rest.trim() !== '' && Number.isFinite(value)) total = (total ?? 0) + value;
-  }
-  return total;
 }
 
 /**

@@ -21,6 +21,7 @@
 import { createHash } from 'node:crypto';
 import { LocalCluster } from './cluster.js';
 import { HistoryRecorder, type KvOp } from './linearizability.js';
+import { promSamples, type PromSample } from '../../src/cli/prom-text.js';
 
 /** What the workload and the checks use of a cluster: a LocalCluster, or a NetnsCluster (netns.ts). */
 export type ClusterClient = Pick<LocalCluster, 'n' | 'ids' | 'client'>;
@@ -273,16 +274,9 @@ export class Workload {
 }
 
 /** Every sample of metric `name` on the node at `base`, with its labels. */
-export async function metricSamples(base: string, name: string): Promise<{ labels: Record<string, string>; value: number }[]> {
+export async function metricSamples(base: string, name: string): Promise<PromSample[]> {
   const text = await (await fetch(`${base}/metrics`, { signal: AbortSignal.timeout(3000) })).text();
-  const out: { labels: Record<string, string>; value: number }[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name) || (line[name.length] !== '{' && line[name.length] !== ' ')) continue;
-    const labels: Record<string, string> = {};
-    for (const m of line.matchAll(/(\w+)="([^"]*)"/g)) labels[m[1]!] = m[2]!;
-    out.push({ labels, value: Number(line.split(' ').pop()) });
-  }
-  return out;
+  return promSamples(text, name);
 }
 
 /** The sum of every sample of metric `name` (all label values) on the node at `base`. */

@@ -1,7 +1,8 @@
-// How `ringkv bench` reads a server's CPU time from its Prometheus text (bench.ts metricSum).
+// How `ringkv bench` (and the tests) read samples from Prometheus text (prom-text.ts).
 
 import { describe, expect, it } from 'vitest';
-import { metricSum, PROCESS_CPU_METRIC } from '../../src/cli/bench.js';
+import { PROCESS_CPU_METRIC } from '../../src/cli/bench.js';
+import { metricSum, promSamples } from '../../src/cli/prom-text.js';
 
 describe('metricSum', () => {
   it("reads ringkv's labelled counter and etcd's plain one", () => {
@@ -29,5 +30,12 @@ describe('metricSum', () => {
     expect(metricSum('other_metric 1\n', 'm')).toBeNull();
     expect(metricSum('m{a="1"}\nm NaN\nm_total 3\n', 'm')).toBeNull();
     expect(metricSum('', 'm')).toBeNull();
+  });
+
+  it('promSamples keeps each sample with its labels', () => {
+    expect(promSamples('# TYPE m counter\nm{peer="http://a:1",node="n1"} 2\nm{peer="b",node="n1"} 3 1700000000000\n', 'm')).toEqual([
+      { labels: { peer: 'http://a:1', node: 'n1' }, value: 2 },
+      { labels: { peer: 'b', node: 'n1' }, value: 3 },
+    ]);
   });
 });
